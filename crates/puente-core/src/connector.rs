@@ -1,0 +1,128 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{ConnectorError, Failure, Fields, ObjectSchema, Record, Value};
+
+/// A connector's position in an object's change stream. Opaque to the
+/// engine: only the connector that produced it reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor(pub serde_json::Value);
+
+/// How to open one object of a connection: which table, file or CRM object,
+/// and the options that shape reading it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectSpec {
+    /// The object's name: a table (`customers`, `sales.orders`), a file
+    /// path, a CRM object.
+    pub object: String,
+    /// A column whose value grows with every change (`updated_at`), used to
+    /// read only what changed since the last run.
+    pub cursor: Option<String>,
+    /// A read-only query standing in for a table.
+    pub query: Option<String>,
+    /// The field that identifies a record when the object has no primary key
+    /// of its own (files, queries).
+    pub key: Option<String>,
+    /// How far before the cursor each incremental read starts again, so commit
+    /// lag and clock skew cannot hide a change.
+    pub overlap_secs: u64,
+    /// Records per page read.
+    pub page_size: usize,
+    /// Connector-specific options.
+    pub options: BTreeMap<String, String>,
+}
+
+/// How a connector learns about changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeDetection {
+    /// Reads everything every time (files, tables without a cursor column).
+    FullRead,
+    /// Reads records changed since a cursor.
+    Cursor,
+    /// The system pushes notifications; the cursor read is the safety net.
+    Push,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Capabilities {
+    /// Most operations one `write` call accepts.
+    pub max_batch: usize,
+    pub change_detection: ChangeDetection,
+    /// Deletes are found by comparing the ids the object holds with the links.
+    pub delete_detection_by_key_diff: bool,
+    /// Requests per second the system allows, when it has a limit.
+    pub rate_limit_per_sec: Option<f64>,
+    pub writable: bool,
+}
+
+/// One page of a read.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    pub records: Vec<Record>,
+    /// Ask for the next page with this token; `None` on the last page.
+    pub next: Option<String>,
+    /// On the last page: the cursor to resume from next time (committed by the
+    /// engine only once every record read has been handled).
+    pub cursor: Option<Cursor>,
+}
+
+/// One write of a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteOp {
+    Create { fields: Fields },
+    Update { id: String, fields: Fields },
+    Delete { id: String },
+}
+
+/// The result of one [`WriteOp`], in the order of the batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteOutcome {
+    /// The record as the target now holds it (read back after the write).
+    Written(Record),
+    Deleted,
+    Failed(Failure),
+}
+
+/// One authenticated account of one system.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// `postgres`, `mysql`, `sqlite`, `csv`, …
+    fn kind(&self) -> &'static str;
+
+    /// Checks that the system is reachable and the credentials work.
+    async fn check(&self) -> Result<(), ConnectorError>;
+
+    /// Discovers an object's schema and returns a handle to read and write it.
+    async fn open(&self, spec: &ObjectSpec) -> Result<Arc<dyn Object>, ConnectorError>;
+}
+
+/// One object (table, file, CRM object) of a connection.
+#[async_trait]
+pub trait Object: Send + Sync {
+    fn schema(&self) -> &ObjectSchema;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Reads one page: everything when `since` is `None`, otherwise the
+    /// records changed since that cursor (with the object's overlap).
+    async fn read(
+        &self,
+        since: Option<&Cursor>,
+        page: Option<String>,
+    ) -> Result<Page, ConnectorError>;
+
+    /// Reads the given records; missing ids are left out of the answer.
+    async fn read_by_ids(&self, ids: &[String]) -> Result<Vec<Record>, ConnectorError>;
+
+    /// Every record id the object holds (for delete detection).
+    async fn list_ids(&self) -> Result<Vec<String>, ConnectorError>;
+
+    /// Records whose fields equal all the given values (`Null` matches empty).
+    async fn find(&self, conditions: &[(String, Value)]) -> Result<Vec<Record>, ConnectorError>;
+
+    /// Applies a batch; one outcome per operation, in order. A failure of
+    /// one operation never fails its neighbours.
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, ConnectorError>;
+}

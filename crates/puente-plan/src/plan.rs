@@ -1,0 +1,1077 @@
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use puente_core::{normalize, Failure, FailureCategory, FieldType, Fields, Record, Side, Value};
+
+use crate::spec::{ConflictPolicy, DeletePolicy, FieldMap, SyncSpec};
+
+/// Translates the id of a parent record (a record of another sync) from one
+/// side to the other, through that sync's links.
+pub trait RefLookup {
+    fn translate(&self, parent: &str, from: Side, id: &str) -> Option<String>;
+}
+
+impl RefLookup for HashMap<(String, Side, String), String> {
+    fn translate(&self, parent: &str, from: Side, id: &str) -> Option<String> {
+        self.get(&(parent.to_string(), from, id.to_string()))
+            .cloned()
+    }
+}
+
+/// A person's decision on a held conflict.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolution {
+    Take(Side),
+    Value(Value),
+}
+
+/// A record's state in one sync, as the state store holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    InSync,
+    Failed(Failure),
+    Excluded(String),
+    Waiting(String),
+    Deleted,
+}
+
+impl Status {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::InSync => "in_sync",
+            Status::Failed(_) => "failed",
+            Status::Excluded(_) => "excluded",
+            Status::Waiting(_) => "waiting",
+            Status::Deleted => "deleted",
+        }
+    }
+}
+
+/// What Puente knows of one record pair (or one unpaired record).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub id: i64,
+    pub a_id: Option<String>,
+    pub b_id: Option<String>,
+    pub key_a: Option<String>,
+    pub key_b: Option<String>,
+    /// Seen values: the mapped fields as Puente last read or wrote them.
+    pub seen_a: Option<Fields>,
+    pub seen_b: Option<Fields>,
+    pub deleted_a: bool,
+    pub deleted_b: bool,
+    /// Puente wrote to that side and has not read the record back since.
+    pub echo_a: bool,
+    pub echo_b: bool,
+    pub status: Status,
+    /// A-side names of fields held by an open manual conflict.
+    pub held: BTreeSet<String>,
+    /// Decisions on held conflicts, by A-side field name.
+    pub resolutions: BTreeMap<String, Resolution>,
+}
+
+impl Entry {
+    pub fn new(id: i64) -> Entry {
+        Entry {
+            id,
+            a_id: None,
+            b_id: None,
+            key_a: None,
+            key_b: None,
+            seen_a: None,
+            seen_b: None,
+            deleted_a: false,
+            deleted_b: false,
+            echo_a: false,
+            echo_b: false,
+            status: Status::InSync,
+            held: BTreeSet::new(),
+            resolutions: BTreeMap::new(),
+        }
+    }
+
+    pub fn id_on(&self, side: Side) -> Option<&String> {
+        match side {
+            Side::A => self.a_id.as_ref(),
+            Side::B => self.b_id.as_ref(),
+        }
+    }
+
+    pub fn deleted_on(&self, side: Side) -> bool {
+        match side {
+            Side::A => self.deleted_a,
+            Side::B => self.deleted_b,
+        }
+    }
+
+    fn seen(&self, side: Side) -> Option<&Fields> {
+        match side {
+            Side::A => self.seen_a.as_ref(),
+            Side::B => self.seen_b.as_ref(),
+        }
+    }
+
+    fn key(&self, side: Side) -> Option<&String> {
+        match side {
+            Side::A => self.key_a.as_ref(),
+            Side::B => self.key_b.as_ref(),
+        }
+    }
+
+    fn linked(&self) -> bool {
+        self.a_id.is_some() && self.b_id.is_some()
+    }
+}
+
+/// What the planner is given: the records read from each side this run
+/// (changes and revisits) and the entries that concern them.
+pub struct PlanInput<'a> {
+    pub a: Vec<Record>,
+    pub b: Vec<Record>,
+    /// Entries for the records read, and entries found by their match keys.
+    pub entries: Vec<Entry>,
+    pub refs: &'a dyn RefLookup,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldChange {
+    pub field: String,
+    pub old: Value,
+    pub new: Value,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlannedWrite {
+    Create {
+        fields: Fields,
+    },
+    Update {
+        id: String,
+        changes: Vec<FieldChange>,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+impl PlannedWrite {
+    /// The target fields this write sets.
+    pub fn fields(&self) -> Vec<&str> {
+        match self {
+            PlannedWrite::Create { fields } => fields.keys().map(String::as_str).collect(),
+            PlannedWrite::Update { changes, .. } => {
+                changes.iter().map(|c| c.field.as_str()).collect()
+            }
+            PlannedWrite::Delete { .. } => Vec::new(),
+        }
+    }
+}
+
+/// A field that changed on both sides to different values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConflictNote {
+    pub field_a: String,
+    pub field_b: String,
+    pub value_a: Value,
+    pub value_b: Value,
+    /// The side whose value was kept; `None` when the field is held for a person.
+    pub winner: Option<Side>,
+}
+
+/// The plan for one record pair (or one unpaired record).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ItemPlan {
+    pub entry_id: Option<i64>,
+    pub a_id: Option<String>,
+    pub b_id: Option<String>,
+    pub key_a: Option<String>,
+    pub key_b: Option<String>,
+    pub write_a: Option<PlannedWrite>,
+    pub write_b: Option<PlannedWrite>,
+    /// Seen values once the writes succeed (the engine replaces a written
+    /// side's with what the target reports it holds).
+    pub seen_a: Option<Fields>,
+    pub seen_b: Option<Fields>,
+    pub deleted_a: bool,
+    pub deleted_b: bool,
+    pub status: Status,
+    pub conflicts: Vec<ConflictNote>,
+    /// A-side fields whose held conflict is settled by this plan.
+    pub resolved: Vec<String>,
+    /// Entries merged into this one (to remove first).
+    pub drop_entries: Vec<i64>,
+    /// Reads of records whose values were Puente's own last write.
+    pub echoes: u32,
+    /// This plan records a record found missing on that side.
+    pub detected_delete: Option<Side>,
+    /// Something must be persisted (writes, seen values, status, keys).
+    pub changed: bool,
+}
+
+impl ItemPlan {
+    fn blank(entry: Option<&Entry>) -> ItemPlan {
+        ItemPlan {
+            entry_id: entry.map(|e| e.id),
+            a_id: entry.and_then(|e| e.a_id.clone()),
+            b_id: entry.and_then(|e| e.b_id.clone()),
+            key_a: entry.and_then(|e| e.key_a.clone()),
+            key_b: entry.and_then(|e| e.key_b.clone()),
+            write_a: None,
+            write_b: None,
+            seen_a: entry.and_then(|e| e.seen_a.clone()),
+            seen_b: entry.and_then(|e| e.seen_b.clone()),
+            deleted_a: entry.is_some_and(|e| e.deleted_a),
+            deleted_b: entry.is_some_and(|e| e.deleted_b),
+            status: Status::InSync,
+            conflicts: Vec::new(),
+            resolved: Vec::new(),
+            drop_entries: Vec::new(),
+            echoes: 0,
+            detected_delete: None,
+            changed: true,
+        }
+    }
+
+    pub fn write(&self, side: Side) -> Option<&PlannedWrite> {
+        match side {
+            Side::A => self.write_a.as_ref(),
+            Side::B => self.write_b.as_ref(),
+        }
+    }
+
+    pub fn id(&self, side: Side) -> Option<&String> {
+        match side {
+            Side::A => self.a_id.as_ref(),
+            Side::B => self.b_id.as_ref(),
+        }
+    }
+
+    fn set_write(&mut self, side: Side, w: PlannedWrite) {
+        match side {
+            Side::A => self.write_a = Some(w),
+            Side::B => self.write_b = Some(w),
+        }
+    }
+
+    fn set_seen(&mut self, side: Side, s: Option<Fields>) {
+        match side {
+            Side::A => self.seen_a = s,
+            Side::B => self.seen_b = s,
+        }
+    }
+
+    fn set_key(&mut self, side: Side, k: Option<String>) {
+        match side {
+            Side::A => self.key_a = k,
+            Side::B => self.key_b = k,
+        }
+    }
+
+    fn set_id(&mut self, side: Side, id: Option<String>) {
+        match side {
+            Side::A => self.a_id = id,
+            Side::B => self.b_id = id,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub items: Vec<ItemPlan>,
+}
+
+impl Plan {
+    pub fn writes(&self) -> usize {
+        self.items
+            .iter()
+            .map(|i| i.write_a.is_some() as usize + i.write_b.is_some() as usize)
+            .sum()
+    }
+}
+
+/// Why a value could not be carried across.
+enum Issue {
+    Fail(Failure),
+    Wait(String),
+}
+
+/// A record that has no partner yet.
+struct Candidate {
+    side: Side,
+    entry: Option<usize>,
+    rec: Record,
+    read: bool,
+    /// It may be created on the other side (read now, not a tombstone's partner).
+    may_create: bool,
+    filtered_out: bool,
+    key: Option<String>,
+}
+
+/// Plans one run of a sync.
+pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
+    let PlanInput {
+        a,
+        b,
+        entries,
+        refs,
+    } = input;
+    let mut by_id: [HashMap<&str, usize>; 2] = [HashMap::new(), HashMap::new()];
+    for (i, e) in entries.iter().enumerate() {
+        if let Some(id) = &e.a_id {
+            by_id[0].insert(id.as_str(), i);
+        }
+        if let Some(id) = &e.b_id {
+            by_id[1].insert(id.as_str(), i);
+        }
+    }
+
+    let mut pairs: BTreeMap<usize, [Option<Record>; 2]> = BTreeMap::new();
+    let mut cands: Vec<Candidate> = Vec::new();
+    let mut consumed = vec![false; entries.len()];
+    for (side, records) in [(Side::A, a), (Side::B, b)] {
+        let si = side_index(side);
+        for rec in records {
+            match by_id[si].get(rec.id.as_str()).copied() {
+                Some(ei) => {
+                    consumed[ei] = true;
+                    let e = &entries[ei];
+                    if e.linked() && !e.deleted_on(side.other()) {
+                        pairs.entry(ei).or_default()[si] = Some(rec);
+                    } else {
+                        let may_create = !e.linked();
+                        cands.push(Candidate {
+                            side,
+                            entry: Some(ei),
+                            rec,
+                            read: true,
+                            may_create,
+                            filtered_out: false,
+                            key: None,
+                        });
+                    }
+                }
+                None => cands.push(Candidate {
+                    side,
+                    entry: None,
+                    rec,
+                    read: true,
+                    may_create: true,
+                    filtered_out: false,
+                    key: None,
+                }),
+            }
+        }
+    }
+
+    let mut items = Vec::with_capacity(pairs.len() + cands.len());
+    for (ei, [ra, rb]) in pairs {
+        items.push(merge_linked(spec, refs, &entries[ei], ra, rb));
+    }
+
+    // Same-side key counts from linked entries, for ambiguity; unread
+    // unpaired entries become match candidates.
+    let mut linked_keys: HashMap<(Side, String), usize> = HashMap::new();
+    for (ei, e) in entries.iter().enumerate() {
+        if consumed[ei] {
+            continue;
+        }
+        for side in [Side::A, Side::B] {
+            let (Some(id), Some(seen)) = (e.id_on(side), e.seen(side)) else {
+                continue;
+            };
+            if e.deleted_on(side) {
+                continue;
+            }
+            let partner_gone = e.id_on(side.other()).is_none() || e.deleted_on(side.other());
+            if partner_gone {
+                let mut rec = Record::new(id.clone());
+                rec.fields = seen.clone();
+                cands.push(Candidate {
+                    side,
+                    entry: Some(ei),
+                    rec,
+                    read: false,
+                    may_create: false,
+                    filtered_out: matches!(&e.status, Status::Excluded(r) if r.starts_with("filter")),
+                    key: e.key(side).cloned(),
+                });
+            } else if let Some(k) = e.key(side) {
+                *linked_keys.entry((side, k.clone())).or_default() += 1;
+            }
+        }
+    }
+
+    // Filters and keys.
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut keyless: Vec<usize> = Vec::new();
+    for (ci, c) in cands.iter_mut().enumerate() {
+        if c.read {
+            if let Some(f) = spec.filter(c.side) {
+                c.filtered_out = match f.test(&c.rec.fields) {
+                    Ok(pass) => !pass,
+                    Err(_) => true,
+                };
+            }
+            c.key = key_of(spec, c.side, &c.rec.fields);
+        }
+        if spec.keys.is_empty() {
+            keyless.push(ci);
+        } else if let Some(k) = &c.key {
+            groups.entry(k.clone()).or_default().push(ci);
+        } else if c.read {
+            let missing = missing_key_field(spec, c.side, &c.rec.fields);
+            let status = if c.filtered_out {
+                filter_reason(spec, c.side)
+            } else {
+                format!("no match key: field {missing} is empty on {}", c.side)
+            };
+            items.push(single(spec, &entries, c, Status::Excluded(status)));
+        }
+    }
+    for ci in keyless {
+        let c = &cands[ci];
+        if c.read {
+            items.push(unmatched(spec, refs, &entries, c));
+        }
+    }
+    for (key, members) in groups {
+        let count = |side: Side| {
+            members.iter().filter(|&&m| cands[m].side == side).count()
+                + linked_keys.get(&(side, key.clone())).copied().unwrap_or(0)
+        };
+        let (na, nb) = (count(Side::A), count(Side::B));
+        if na > 1 || nb > 1 {
+            let (side, n) = if na > 1 { (Side::A, na) } else { (Side::B, nb) };
+            let reason = format!("ambiguous match key {key:?}: {n} records on {side} share it");
+            for &m in &members {
+                items.push(single(
+                    spec,
+                    &entries,
+                    &cands[m],
+                    Status::Excluded(reason.clone()),
+                ));
+            }
+            continue;
+        }
+        let blocked = members.iter().find(|&&m| cands[m].filtered_out).copied();
+        if let Some(bm) = blocked {
+            for &m in &members {
+                let c = &cands[m];
+                let reason = if m == bm {
+                    filter_reason(spec, c.side)
+                } else {
+                    format!(
+                        "matches {} record {} that the filter excludes",
+                        cands[bm].side, cands[bm].rec.id
+                    )
+                };
+                if c.read || m != bm {
+                    items.push(single(spec, &entries, c, Status::Excluded(reason)));
+                }
+            }
+            continue;
+        }
+        let ca = members.iter().find(|&&m| cands[m].side == Side::A).copied();
+        let cb = members.iter().find(|&&m| cands[m].side == Side::B).copied();
+        match (ca, cb) {
+            (Some(ma), Some(mb)) => {
+                let (x, y) = (&cands[ma], &cands[mb]);
+                if !x.read && !y.read {
+                    continue;
+                }
+                items.push(first_sight(spec, refs, &entries, x, y));
+            }
+            (Some(m), None) | (None, Some(m)) => {
+                let c = &cands[m];
+                if c.read {
+                    items.push(unmatched(spec, refs, &entries, c));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    for it in &mut items {
+        if !it.changed {
+            continue;
+        }
+        let prior = it
+            .entry_id
+            .and_then(|id| entries.iter().find(|e| e.id == id));
+        if let Some(e) = prior {
+            it.changed = it.write_a.is_some()
+                || it.write_b.is_some()
+                || it.echoes > 0
+                || !it.conflicts.is_empty()
+                || !it.resolved.is_empty()
+                || !it.drop_entries.is_empty()
+                || it.status != e.status
+                || it.a_id != e.a_id
+                || it.b_id != e.b_id
+                || it.key_a != e.key_a
+                || it.key_b != e.key_b
+                || it.deleted_a != e.deleted_a
+                || it.deleted_b != e.deleted_b
+                || !same_fields(it.seen_a.as_ref(), e.seen_a.as_ref())
+                || !same_fields(it.seen_b.as_ref(), e.seen_b.as_ref());
+        }
+    }
+    Plan { items }
+}
+
+fn same_fields(x: Option<&Fields>, y: Option<&Fields>) -> bool {
+    match (x, y) {
+        (None, None) => true,
+        (Some(x), Some(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| v.same(w)))
+        }
+        _ => false,
+    }
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+fn filter_reason(spec: &SyncSpec, side: Side) -> String {
+    let src = spec.filter(side).map(|f| f.source()).unwrap_or("");
+    format!("filter: {side} record does not satisfy {src:?}")
+}
+
+/// The normalised match key of a record, `None` when a key field is empty.
+fn key_of(spec: &SyncSpec, side: Side, fields: &Fields) -> Option<String> {
+    if spec.keys.is_empty() {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(spec.keys.len());
+    for k in &spec.keys {
+        let name = if side == Side::A { &k.a } else { &k.b };
+        let v = fields.get(name)?;
+        parts.push(k.normalizer.apply(v, spec.phone_region.as_deref())?);
+    }
+    Some(parts.join("\u{1f}"))
+}
+
+fn missing_key_field<'s>(spec: &'s SyncSpec, side: Side, fields: &Fields) -> &'s str {
+    spec.keys
+        .iter()
+        .map(|k| if side == Side::A { &k.a } else { &k.b })
+        .find(|n| fields.get(*n).is_none_or(Value::is_empty))
+        .map(String::as_str)
+        .unwrap_or("?")
+}
+
+/// The mapped fields of a record, as its side names them.
+fn mapped(spec: &SyncSpec, side: Side, fields: &Fields) -> Fields {
+    spec.fields
+        .iter()
+        .map(|fm| {
+            let n = fm.name(side);
+            (n.to_string(), fields.get(n).cloned().unwrap_or(Value::Null))
+        })
+        .collect()
+}
+
+/// An item that only records a status for one record.
+fn single(spec: &SyncSpec, entries: &[Entry], c: &Candidate, status: Status) -> ItemPlan {
+    let e = c.entry.map(|i| &entries[i]);
+    let mut it = ItemPlan::blank(e);
+    if e.is_none_or(|e| !e.linked()) {
+        it.set_id(c.side, Some(c.rec.id.clone()));
+    }
+    it.set_key(c.side, c.key.clone());
+    if c.read {
+        it.set_seen(c.side, Some(mapped(spec, c.side, &c.rec.fields)));
+    }
+    it.status = status;
+    it
+}
+
+/// Carries one value from `from` to the other side: parent reference,
+/// value map, transform, type conversion.
+fn translate(
+    spec: &SyncSpec,
+    fm: &FieldMap,
+    from: Side,
+    value: &Value,
+    record: &Fields,
+    refs: &dyn RefLookup,
+) -> Result<Value, Issue> {
+    let to = from.other();
+    let mut v = value.clone();
+    if v.is_empty() {
+        return Ok(Value::Null);
+    }
+    if let Some(parent) = &fm.parent {
+        let id = v.to_text().unwrap_or_default();
+        match refs.translate(parent, from, &id) {
+            Some(t) => v = Value::text(t),
+            None => return Err(Issue::Wait(format!("waiting on {parent} {from}:{id}"))),
+        }
+    }
+    let map = match from {
+        Side::A => &fm.values_a_to_b,
+        Side::B => &fm.values_b_to_a,
+    };
+    if !map.is_empty() {
+        let lookup = |t: &str| {
+            map.get(t).cloned().ok_or_else(|| {
+                Issue::Fail(
+                    Failure::new(
+                        FailureCategory::Mapping,
+                        format!(
+                            "field {}: no value map entry for {t:?} (towards {} field {})",
+                            fm.name(from),
+                            to,
+                            fm.name(to)
+                        ),
+                    )
+                    .with_hint(format!(
+                        "add {t:?} to the values of the mapping {} ↔ {}, then run the sync again",
+                        fm.a, fm.b
+                    )),
+                )
+            })
+        };
+        v = match &v {
+            Value::MultiEnum(set) => Value::MultiEnum(
+                set.iter()
+                    .map(|s| lookup(s))
+                    .collect::<Result<BTreeSet<_>, _>>()?,
+            ),
+            other => Value::text(lookup(&other.to_text().unwrap_or_default())?),
+        };
+    }
+    let transform = match from {
+        Side::A => fm.transform_a_to_b.as_ref(),
+        Side::B => fm.transform_b_to_a.as_ref(),
+    };
+    if let Some(t) = transform {
+        v = t.eval(record, Some(&v)).map_err(|e| {
+            Issue::Fail(Failure::new(
+                FailureCategory::Mapping,
+                format!("field {}: {e}", fm.name(from)),
+            ))
+        })?;
+    }
+    let ty = fm.ty(to);
+    if *ty == FieldType::Phone {
+        if let Some(e164) = v
+            .to_text()
+            .and_then(|t| normalize::phone_e164(&t, spec.phone_region.as_deref()))
+        {
+            v = Value::Phone(e164);
+        }
+    }
+    v.convert(ty, fm.name(to)).map_err(|e| {
+        Issue::Fail(Failure::new(
+            e.category,
+            format!("{} (from {from} field {})", e.message, fm.name(from)),
+        ))
+    })
+}
+
+/// Creates an unmatched record on the other side, or says why not.
+fn unmatched(spec: &SyncSpec, refs: &dyn RefLookup, entries: &[Entry], c: &Candidate) -> ItemPlan {
+    let from = c.side;
+    let to = from.other();
+    if c.filtered_out {
+        return single(
+            spec,
+            entries,
+            c,
+            Status::Excluded(filter_reason(spec, from)),
+        );
+    }
+    if !spec.direction.flows_from(from) {
+        return single(
+            spec,
+            entries,
+            c,
+            Status::Excluded(format!(
+                "exists only on {from}; the sync is {} so it is not created on {to}",
+                spec.direction.as_str()
+            )),
+        );
+    }
+    if !c.may_create {
+        // Its partner was deleted (keep): nothing flows, and the seen values
+        // stay so that a restore carries this side's changes over.
+        let mut it = ItemPlan::blank(c.entry.map(|i| &entries[i]));
+        it.changed = false;
+        return it;
+    }
+    let mut payload = Fields::new();
+    let mut fails = Vec::new();
+    let mut waits = Vec::new();
+    for fm in &spec.fields {
+        if !spec.field_flows(fm, from) {
+            continue;
+        }
+        match translate(
+            spec,
+            fm,
+            from,
+            c.rec.get(fm.name(from)),
+            &c.rec.fields,
+            refs,
+        ) {
+            Ok(v) if v.is_empty() => {}
+            Ok(v) => {
+                payload.insert(fm.name(to).to_string(), v);
+            }
+            Err(Issue::Fail(f)) => fails.push(f),
+            Err(Issue::Wait(w)) => waits.push(w),
+        }
+    }
+    for r in spec.required(to) {
+        if !payload.contains_key(r) {
+            fails.push(
+                Failure::new(
+                    FailureCategory::Validation,
+                    format!(
+                        "field {r} is required on {to} and {from} record {} gives it no value",
+                        c.rec.id
+                    ),
+                )
+                .with_hint(format!(
+                    "fill the mapped field on {from}, map a field to {r}, or give {r} a default on {to}"
+                )),
+            );
+        }
+    }
+    let status = outcome_status(&fails, &waits);
+    let mut it = single(spec, entries, c, status.clone().unwrap_or(Status::InSync));
+    if status.is_none() {
+        it.set_write(
+            to,
+            PlannedWrite::Create {
+                fields: payload.clone(),
+            },
+        );
+        it.set_seen(to, Some(payload));
+    }
+    it
+}
+
+/// A failure, a wait, or nothing in the way.
+fn outcome_status(fails: &[Failure], waits: &[String]) -> Option<Status> {
+    if let Some(first) = fails.first() {
+        let mut f = first.clone();
+        if fails.len() > 1 {
+            let rest: Vec<String> = fails[1..].iter().map(|f| f.message.clone()).collect();
+            f.message = format!("{}; also: {}", f.message, rest.join("; "));
+        }
+        return Some(Status::Failed(f));
+    }
+    if !waits.is_empty() {
+        return Some(Status::Waiting(waits.join("; ")));
+    }
+    None
+}
+
+/// Two records seen together for the first time: every differing field is a
+/// conflict settled by the policy.
+fn first_sight(
+    spec: &SyncSpec,
+    refs: &dyn RefLookup,
+    entries: &[Entry],
+    x: &Candidate,
+    y: &Candidate,
+) -> ItemPlan {
+    let (ca, cb) = if x.side == Side::A { (x, y) } else { (y, x) };
+    let ea = ca.entry.map(|i| &entries[i]);
+    let eb = cb.entry.map(|i| &entries[i]);
+    let keep = ea.or(eb);
+    let mut it = ItemPlan::blank(keep);
+    if let (Some(ea), Some(eb)) = (ea, eb) {
+        if ea.id != eb.id {
+            it.drop_entries.push(eb.id);
+        }
+    }
+    it.a_id = Some(ca.rec.id.clone());
+    it.b_id = Some(cb.rec.id.clone());
+    it.key_a = ca.key.clone();
+    it.key_b = cb.key.clone();
+    it.deleted_a = false;
+    it.deleted_b = false;
+    let empty = BTreeMap::new();
+    let held = keep.map(|e| &e.held).cloned().unwrap_or_default();
+    merge_fields(
+        spec,
+        refs,
+        &mut it,
+        [&ca.rec, &cb.rec],
+        [None, None],
+        &empty,
+        &held,
+    );
+    it
+}
+
+/// A linked pair: the three-way merge against the seen values.
+fn merge_linked(
+    spec: &SyncSpec,
+    refs: &dyn RefLookup,
+    e: &Entry,
+    ra: Option<Record>,
+    rb: Option<Record>,
+) -> ItemPlan {
+    let mut it = ItemPlan::blank(Some(e));
+    // A record read again after being marked deleted has come back.
+    it.deleted_a = e.deleted_a && ra.is_none();
+    it.deleted_b = e.deleted_b && rb.is_none();
+    let stand_in = |side: Side, r: Option<Record>| {
+        r.unwrap_or_else(|| {
+            let mut rec = Record::new(e.id_on(side).cloned().unwrap_or_default());
+            rec.fields = e.seen(side).cloned().unwrap_or_default();
+            rec
+        })
+    };
+    let read = [ra.is_some(), rb.is_some()];
+    let a = stand_in(Side::A, ra);
+    let b = stand_in(Side::B, rb);
+    if read[0] {
+        it.key_a = key_of(spec, Side::A, &a.fields).or(it.key_a);
+    }
+    if read[1] {
+        it.key_b = key_of(spec, Side::B, &b.fields).or(it.key_b);
+    }
+    let echoes = [
+        read[0] && e.echo_a && unchanged(spec, Side::A, &a.fields, e.seen_a.as_ref()),
+        read[1] && e.echo_b && unchanged(spec, Side::B, &b.fields, e.seen_b.as_ref()),
+    ];
+    it.echoes = echoes.iter().filter(|x| **x).count() as u32;
+    merge_fields(
+        spec,
+        refs,
+        &mut it,
+        [&a, &b],
+        [e.seen_a.as_ref(), e.seen_b.as_ref()],
+        &e.resolutions,
+        &e.held,
+    );
+    it
+}
+
+fn unchanged(spec: &SyncSpec, side: Side, fields: &Fields, seen: Option<&Fields>) -> bool {
+    let Some(seen) = seen else { return false };
+    spec.fields.iter().all(|fm| {
+        let n = fm.name(side);
+        let v = fields.get(n).unwrap_or(&Value::Null);
+        seen.get(n).is_some_and(|s| v.same(s))
+    })
+}
+
+/// Decides who wins a conflict on one field; `None` holds it.
+fn settle(spec: &SyncSpec, fm: &FieldMap, modified: [Option<DateTime<Utc>>; 2]) -> Option<Side> {
+    let (fa, fb) = (spec.field_flows(fm, Side::A), spec.field_flows(fm, Side::B));
+    if fa && !fb {
+        return Some(Side::A);
+    }
+    if fb && !fa {
+        return Some(Side::B);
+    }
+    if let Some(owner) = fm.owner {
+        return Some(owner);
+    }
+    match spec.policy {
+        ConflictPolicy::Winner => Some(spec.winner),
+        ConflictPolicy::Manual => None,
+        ConflictPolicy::Newest => match modified {
+            [Some(ma), Some(mb)] if ma > mb => Some(Side::A),
+            [Some(ma), Some(mb)] if mb > ma => Some(Side::B),
+            _ => Some(spec.winner),
+        },
+    }
+}
+
+/// The field-by-field merge (DESIGN.md, "The merge, field by field").
+fn merge_fields(
+    spec: &SyncSpec,
+    refs: &dyn RefLookup,
+    it: &mut ItemPlan,
+    recs: [&Record; 2],
+    seen: [Option<&Fields>; 2],
+    resolutions: &BTreeMap<String, Resolution>,
+    held: &BTreeSet<String>,
+) {
+    let mut new_seen = [
+        seen[0].cloned().unwrap_or_default(),
+        seen[1].cloned().unwrap_or_default(),
+    ];
+    let mut changes: [Vec<FieldChange>; 2] = [Vec::new(), Vec::new()];
+    let mut fails = Vec::new();
+    let mut waits = Vec::new();
+    let mut held_now = Vec::new();
+    let modified = [recs[0].modified_at, recs[1].modified_at];
+
+    for fm in &spec.fields {
+        let names = [fm.a.as_str(), fm.b.as_str()];
+        let cur = [recs[0].get(names[0]), recs[1].get(names[1])];
+        let prev = [
+            seen[0].and_then(|s| s.get(names[0])),
+            seen[1].and_then(|s| s.get(names[1])),
+        ];
+        let changed = [
+            prev[0].is_none_or(|p| !cur[0].same(p)),
+            prev[1].is_none_or(|p| !cur[1].same(p)),
+        ];
+        // What each side should hold once this field is settled.
+        let mut target: [Option<Value>; 2] = [None, None];
+        let mut carry = |from: Side, target: &mut [Option<Value>; 2]| {
+            let si = side_index(from);
+            match translate(spec, fm, from, cur[si], &recs[si].fields, refs) {
+                Ok(v) => target[side_index(from.other())] = Some(v),
+                Err(Issue::Fail(f)) => fails.push(f),
+                Err(Issue::Wait(w)) => waits.push(w),
+            }
+        };
+
+        if let Some(res) = resolutions.get(&fm.a) {
+            match res {
+                Resolution::Take(side) => carry(*side, &mut target),
+                Resolution::Value(v) => match v.convert(&fm.ty_a, &fm.a) {
+                    Ok(va) => {
+                        match translate(spec, fm, Side::A, &va, &recs[0].fields, refs) {
+                            Ok(vb) => target[1] = Some(vb),
+                            Err(Issue::Fail(f)) => fails.push(f),
+                            Err(Issue::Wait(w)) => waits.push(w),
+                        }
+                        target[0] = Some(va);
+                    }
+                    Err(e) => fails.push(Failure::new(e.category, e.message)),
+                },
+            }
+            it.resolved.push(fm.a.clone());
+        } else {
+            match changed {
+                [false, false] => {}
+                [true, false] | [false, true] => {
+                    let from = if changed[0] { Side::A } else { Side::B };
+                    if spec.field_flows(fm, from) {
+                        carry(from, &mut target);
+                    }
+                }
+                [true, true] => {
+                    // Both moved: equal after translation is no conflict.
+                    let mut probe = [None, None];
+                    let agreed = if spec.field_flows(fm, Side::A) {
+                        carry(Side::A, &mut probe);
+                        probe[1].as_ref().is_some_and(|v| v.same(cur[1]))
+                    } else if spec.field_flows(fm, Side::B) {
+                        carry(Side::B, &mut probe);
+                        probe[0].as_ref().is_some_and(|v| v.same(cur[0]))
+                    } else {
+                        true
+                    };
+                    if !agreed && (probe[0].is_some() || probe[1].is_some()) {
+                        let winner = settle(spec, fm, modified);
+                        it.conflicts.push(ConflictNote {
+                            field_a: fm.a.clone(),
+                            field_b: fm.b.clone(),
+                            value_a: cur[0].clone(),
+                            value_b: cur[1].clone(),
+                            winner,
+                        });
+                        match winner {
+                            None => {
+                                held_now.push(fm.a.clone());
+                                continue;
+                            }
+                            Some(w) => {
+                                let wi = side_index(w);
+                                if cur[wi].is_empty() && !cur[1 - wi].is_empty() {
+                                    // An empty winner never overwrites; the
+                                    // other value flows back when it may.
+                                    if spec.field_flows(fm, w.other()) {
+                                        carry(w.other(), &mut target);
+                                    }
+                                } else {
+                                    carry(w, &mut target);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if held.contains(&fm.a) && !it.resolved.contains(&fm.a) && !held_now.contains(&fm.a) {
+            it.resolved.push(fm.a.clone());
+        }
+        for si in 0..2 {
+            match &target[si] {
+                Some(t) if !t.same(cur[si]) => {
+                    changes[si].push(FieldChange {
+                        field: names[si].to_string(),
+                        old: cur[si].clone(),
+                        new: t.clone(),
+                    });
+                    new_seen[si].insert(names[si].to_string(), t.clone());
+                }
+                _ => {
+                    new_seen[si].insert(names[si].to_string(), cur[si].clone());
+                }
+            }
+        }
+    }
+
+    if let Some(status) = outcome_status(&fails, &waits) {
+        // Nothing is written; the seen values stay so the change is retried.
+        it.status = status;
+        it.seen_a = seen[0].cloned();
+        it.seen_b = seen[1].cloned();
+        it.conflicts.clear();
+        it.resolved.clear();
+        return;
+    }
+    for (si, side) in [Side::A, Side::B].into_iter().enumerate() {
+        let ch = std::mem::take(&mut changes[si]);
+        if !ch.is_empty() {
+            let id = recs[si].id.clone();
+            it.set_write(side, PlannedWrite::Update { id, changes: ch });
+        }
+    }
+    it.seen_a = Some(std::mem::take(&mut new_seen[0]));
+    it.seen_b = Some(std::mem::take(&mut new_seen[1]));
+    it.status = if held_now.is_empty() {
+        Status::InSync
+    } else {
+        Status::Waiting(format!(
+            "conflict decision on field {}",
+            held_now.join(", ")
+        ))
+    };
+}
+
+/// Plans what follows from records found missing on `side` (by key diff).
+pub fn plan_deletes(spec: &SyncSpec, entries: &[Entry], side: Side) -> Vec<ItemPlan> {
+    let other = side.other();
+    entries
+        .iter()
+        .filter(|e| e.id_on(side).is_some() && !e.deleted_on(side))
+        .map(|e| {
+            let mut it = ItemPlan::blank(Some(e));
+            match side {
+                Side::A => it.deleted_a = true,
+                Side::B => it.deleted_b = true,
+            }
+            it.status = Status::Deleted;
+            it.detected_delete = Some(side);
+            if let Some(oid) = e.id_on(other) {
+                if spec.deletes == DeletePolicy::Propagate
+                    && !e.deleted_on(other)
+                    && spec.direction.flows_from(side)
+                {
+                    it.set_write(other, PlannedWrite::Delete { id: oid.clone() });
+                }
+            } else {
+                // Never paired: nothing to keep a tombstone for.
+                it.drop_entries.push(e.id);
+            }
+            it
+        })
+        .collect()
+}
