@@ -1,1 +1,14 @@
+//! Puente's memory: links between records, seen values, cursors, intents,
+//! run history, per-record status, tombstones, the field-level change log and
+//! the conflict inbox.
+//!
+//! One implementation over sqlx's `Any` driver serves SQLite (the default, a
+//! file created on first run) and PostgreSQL (`postgres://…` state URLs):
+//! the same queries, the same tests, migrations embedded per backend.
 
+mod store;
+
+pub use store::{
+    Backend, ChangeRow, Commit, ConflictRow, EntryWrite, Intent, RecordFilter, RecordRow, RunRow,
+    StateError, StateStore, StatusCounts,
+};

@@ -1,0 +1,1161 @@
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use puente_core::{Failure, FailureCategory, Fields, Side, Value};
+use puente_plan::{ConflictNote, Entry, FieldChange, Resolution, Status};
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, ConnectOptions, Row};
+
+const MIGRATION_V1: &str = include_str!("migrations.sql");
+/// Rows per multi-row statement (well under SQLite's and PostgreSQL's
+/// parameter limits).
+const CHUNK: usize = 400;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    #[error("state store {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("state store: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("state store holds data Puente cannot read ({0}); was it written by a newer version?")]
+    Corrupt(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+type Result<T> = std::result::Result<T, StateError>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+pub struct StateStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// One entry to persist, with what happened to it this run.
+#[derive(Clone, Debug)]
+pub struct EntryWrite {
+    pub entry: Entry,
+    /// `None` for a new entry.
+    pub id: Option<i64>,
+    pub changes: Vec<(Side, FieldChange)>,
+    /// A create: logged as one change with the written payload.
+    pub created: Vec<(Side, Fields)>,
+    pub conflicts: Vec<ConflictNote>,
+    /// A-side fields whose conflicts are settled.
+    pub resolved: Vec<String>,
+    pub failed_attempt: bool,
+}
+
+/// A create about to be sent, recorded first so a crash cannot duplicate it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Intent {
+    #[serde(skip)]
+    pub id: i64,
+    #[serde(skip)]
+    pub sync: String,
+    /// The side the record is created on.
+    #[serde(skip, default = "side_a")]
+    pub side: Side,
+    #[serde(skip)]
+    pub entry_id: Option<i64>,
+    #[serde(skip)]
+    pub source_id: String,
+    /// Field values that find the record on the target if it was created.
+    #[serde(skip)]
+    pub conditions: Vec<(String, Value)>,
+    /// The source's seen values and the key, to link without re-planning.
+    pub seen_source: Option<Fields>,
+    pub key_source: Option<String>,
+    pub key_target: Option<String>,
+}
+
+fn side_a() -> Side {
+    Side::A
+}
+
+/// Everything one step of a run persists, in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct Commit {
+    pub sync: String,
+    pub run_id: i64,
+    pub drops: Vec<i64>,
+    pub entries: Vec<EntryWrite>,
+    pub intents_done: Vec<i64>,
+    pub cursors: Vec<(String, serde_json::Value)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StatusCounts {
+    pub in_sync: i64,
+    pub failed: i64,
+    pub excluded: i64,
+    pub deleted: i64,
+    pub waiting: i64,
+    pub failures_by_category: BTreeMap<String, i64>,
+}
+
+impl StatusCounts {
+    pub fn total(&self) -> i64 {
+        self.in_sync + self.failed + self.excluded + self.deleted + self.waiting
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RecordRow {
+    pub sync: String,
+    pub entry_id: i64,
+    pub a_id: Option<String>,
+    pub b_id: Option<String>,
+    pub status: String,
+    pub category: Option<String>,
+    pub reason: Option<String>,
+    pub hint: Option<String>,
+    pub deleted_on: Option<String>,
+    pub attempts: i64,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RecordFilter {
+    pub sync: Option<String>,
+    pub status: Option<String>,
+    pub category: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub sync: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub dry_run: bool,
+    pub counts: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ConflictRow {
+    pub id: i64,
+    pub sync: String,
+    pub entry_id: i64,
+    pub a_id: Option<String>,
+    pub b_id: Option<String>,
+    pub field_a: String,
+    pub field_b: String,
+    pub value_a: Value,
+    pub value_b: Value,
+    pub created_at: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChangeRow {
+    pub run_id: i64,
+    pub side: String,
+    pub field: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub at: String,
+}
+
+pub(crate) fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn ph(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn to_json(f: &Option<Fields>) -> Option<String> {
+    f.as_ref()
+        .map(|f| serde_json::to_string(f).expect("fields serialise"))
+}
+
+fn from_json(s: Option<String>) -> Result<Option<Fields>> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StateError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+fn value_json(v: &Value) -> String {
+    serde_json::to_string(v).expect("value serialises")
+}
+
+fn status_columns(
+    s: &Status,
+) -> (
+    &'static str,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+) {
+    match s {
+        Status::InSync => ("in_sync", None, None, None, None),
+        Status::Failed(f) => (
+            "failed",
+            None,
+            Some(f.category.as_str().to_string()),
+            Some(f.message.clone()),
+            Some(f.hint.clone()),
+        ),
+        Status::Excluded(r) => ("excluded", Some(r.clone()), None, None, None),
+        Status::Waiting(r) => ("waiting", Some(r.clone()), None, None, None),
+        Status::Deleted => ("deleted", None, None, None, None),
+    }
+}
+
+impl StateStore {
+    /// Opens (creating it if needed) and migrates the store at `url`:
+    /// `sqlite://path/to/state.db` or `postgres://…`.
+    pub async fn open(url: &str) -> Result<StateStore> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StateError::Open {
+                url: url.to_string(),
+                source: sqlx::Error::Configuration(
+                    "the state url must start with sqlite:// or postgres://".into(),
+                ),
+            });
+        };
+        let mut conn_url = url.to_string();
+        if backend == Backend::Sqlite {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:")
+                .split('?')
+                .next()
+                .unwrap_or("");
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|e| StateError::Open {
+                        url: url.to_string(),
+                        source: sqlx::Error::Io(e),
+                    })?;
+                }
+            }
+            if !conn_url.contains("mode=") {
+                conn_url.push_str(if conn_url.contains('?') {
+                    "&mode=rwc"
+                } else {
+                    "?mode=rwc"
+                });
+            }
+        }
+        let opts = AnyConnectOptions::from_str(&conn_url)
+            .map_err(|e| StateError::Open {
+                url: url.to_string(),
+                source: e,
+            })?
+            .disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 4 })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(|e| StateError::Open {
+                url: url.to_string(),
+                source: e,
+            })?;
+        let store = StateStore { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // One migrator at a time across processes.
+            sqlx::query("SELECT pg_advisory_xact_lock(7202611)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS puente_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let version: Option<String> =
+            sqlx::query_scalar("SELECT value FROM puente_meta WHERE key = 'schema_version'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if version.is_none() {
+            let (pk, int) = match self.backend {
+                Backend::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER"),
+                Backend::Postgres => ("BIGSERIAL PRIMARY KEY", "BIGINT"),
+            };
+            let sql = MIGRATION_V1.replace("{PK}", pk).replace("{INT}", int);
+            for stmt in sql.split(';').map(str::trim).filter(|s| {
+                !s.is_empty()
+                    && !s
+                        .lines()
+                        .all(|l| l.trim().is_empty() || l.trim().starts_with("--"))
+            }) {
+                sqlx::query(stmt).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO puente_meta (key, value) VALUES ('schema_version', '1')")
+                .execute(&mut *tx)
+                .await?;
+        } else if version.as_deref() != Some("1") {
+            return Err(StateError::Corrupt(format!(
+                "schema version {}",
+                version.unwrap_or_default()
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ----- runs -------------------------------------------------------------
+
+    pub async fn start_run(&self, sync: &str, dry_run: bool) -> Result<i64> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (sync, started_at, status, dry_run) VALUES ($1, $2, 'running', $3) RETURNING id",
+        )
+        .bind(sync)
+        .bind(now())
+        .bind(dry_run as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn finish_run(
+        &self,
+        id: i64,
+        status: &str,
+        counts: &serde_json::Value,
+        error: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET finished_at = $1, status = $2, counts = $3, error = $4 WHERE id = $5",
+        )
+        .bind(now())
+        .bind(status)
+        .bind(counts.to_string())
+        .bind(error.map(str::to_string))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn runs(&self, sync: Option<&str>, limit: i64) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(
+            "SELECT id, sync, started_at, finished_at, status, dry_run, counts, error FROM runs
+             WHERE ($1 = '' OR sync = $2) ORDER BY id DESC LIMIT $3",
+        )
+        .bind(sync.unwrap_or(""))
+        .bind(sync.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunRow {
+                    id: r.try_get("id")?,
+                    sync: r.try_get("sync")?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    status: r.try_get("status")?,
+                    dry_run: r.try_get::<i64, _>("dry_run")? != 0,
+                    counts: r
+                        .try_get::<Option<String>, _>("counts")?
+                        .and_then(|c| serde_json::from_str(&c).ok()),
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    // ----- cursors ----------------------------------------------------------
+
+    /// The committed cursor (or other per-sync marker) named `side`.
+    pub async fn cursor(&self, sync: &str, side: &str) -> Result<Option<serde_json::Value>> {
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT value FROM cursors WHERE sync = $1 AND side = $2")
+                .bind(sync)
+                .bind(side)
+                .fetch_optional(&self.pool)
+                .await?;
+        v.map(|s| serde_json::from_str(&s).map_err(|e| StateError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    // ----- entries ----------------------------------------------------------
+
+    const ENTRY_COLS: &'static str = "id, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b, echo_a, echo_b, status, reason, category, message, hint";
+
+    fn entry_from_row(r: &AnyRow) -> Result<Entry> {
+        let status: String = r.try_get("status")?;
+        let reason: Option<String> = r.try_get("reason")?;
+        let status = match status.as_str() {
+            "in_sync" => Status::InSync,
+            "excluded" => Status::Excluded(reason.unwrap_or_default()),
+            "waiting" => Status::Waiting(reason.unwrap_or_default()),
+            "deleted" => Status::Deleted,
+            "failed" => {
+                let cat: Option<String> = r.try_get("category")?;
+                let category = cat
+                    .as_deref()
+                    .and_then(FailureCategory::parse)
+                    .unwrap_or(FailureCategory::Server);
+                Status::Failed(Failure {
+                    category,
+                    message: r
+                        .try_get::<Option<String>, _>("message")?
+                        .unwrap_or_default(),
+                    hint: r.try_get::<Option<String>, _>("hint")?.unwrap_or_default(),
+                })
+            }
+            other => return Err(StateError::Corrupt(format!("status {other}"))),
+        };
+        let mut e = Entry::new(r.try_get("id")?);
+        e.a_id = r.try_get("a_id")?;
+        e.b_id = r.try_get("b_id")?;
+        e.key_a = r.try_get("key_a")?;
+        e.key_b = r.try_get("key_b")?;
+        e.seen_a = from_json(r.try_get("seen_a")?)?;
+        e.seen_b = from_json(r.try_get("seen_b")?)?;
+        e.deleted_a = r.try_get::<i64, _>("deleted_a")? != 0;
+        e.deleted_b = r.try_get::<i64, _>("deleted_b")? != 0;
+        e.echo_a = r.try_get::<i64, _>("echo_a")? != 0;
+        e.echo_b = r.try_get::<i64, _>("echo_b")? != 0;
+        e.status = status;
+        Ok(e)
+    }
+
+    /// Entries whose `column` is one of `values`, with their open conflicts.
+    async fn entries_where(
+        &self,
+        sync: &str,
+        column: &str,
+        values: &[String],
+    ) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {} FROM entries WHERE sync = $1 AND {column} IN ({})",
+                Self::ENTRY_COLS,
+                ph(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(sync);
+            for v in chunk {
+                q = q.bind(v.as_str());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(Self::entry_from_row(&r)?);
+            }
+        }
+        self.attach_conflicts(&mut out).await?;
+        Ok(out)
+    }
+
+    async fn attach_conflicts(&self, entries: &mut [Entry]) -> Result<()> {
+        let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+        let mut by_entry: HashMap<i64, Vec<(String, String, Option<String>)>> = HashMap::new();
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT entry_id, field_a, state, resolution FROM conflicts WHERE state <> 'applied' AND entry_id IN ({})",
+                ph(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                by_entry.entry(r.try_get("entry_id")?).or_default().push((
+                    r.try_get("field_a")?,
+                    r.try_get("state")?,
+                    r.try_get("resolution")?,
+                ));
+            }
+        }
+        for e in entries.iter_mut() {
+            for (field, state, resolution) in by_entry.remove(&e.id).unwrap_or_default() {
+                e.held.insert(field.clone());
+                if state == "resolved" {
+                    let res = resolution
+                        .as_deref()
+                        .map(serde_json::from_str::<ResolutionJson>)
+                        .transpose()
+                        .map_err(|e| StateError::Corrupt(e.to_string()))?;
+                    if let Some(r) = res {
+                        e.resolutions.insert(field, r.into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn entries_by_ids(
+        &self,
+        sync: &str,
+        side: Side,
+        ids: &[String],
+    ) -> Result<Vec<Entry>> {
+        let col = if side == Side::A { "a_id" } else { "b_id" };
+        self.entries_where(sync, col, ids).await
+    }
+
+    /// Entries whose match key on either side is one of `keys`.
+    pub async fn entries_by_keys(&self, sync: &str, keys: &[String]) -> Result<Vec<Entry>> {
+        let mut out = self.entries_where(sync, "key_a", keys).await?;
+        let seen: std::collections::HashSet<i64> = out.iter().map(|e| e.id).collect();
+        out.extend(
+            self.entries_where(sync, "key_b", keys)
+                .await?
+                .into_iter()
+                .filter(|e| !seen.contains(&e.id)),
+        );
+        Ok(out)
+    }
+
+    pub async fn entries_by_entry_ids(&self, sync: &str, ids: &[i64]) -> Result<Vec<Entry>> {
+        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+        let mut out = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {} FROM entries WHERE sync = $1 AND id IN ({})",
+                Self::ENTRY_COLS,
+                ph(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(sync);
+            for v in chunk {
+                q = q.bind(v.parse::<i64>().unwrap_or_default());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(Self::entry_from_row(&r)?);
+            }
+        }
+        self.attach_conflicts(&mut out).await?;
+        Ok(out)
+    }
+
+    /// Entries a run must look at again whatever the cursors say: failed
+    /// records (retried), waiting ones, and conflicts a person has settled.
+    pub async fn entries_to_revisit(&self, sync: &str) -> Result<Vec<Entry>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM entries WHERE sync = $1 AND status IN ('failed', 'waiting')
+             UNION SELECT entry_id FROM conflicts WHERE sync = $2 AND state = 'resolved'",
+        )
+        .bind(sync)
+        .bind(sync)
+        .fetch_all(&self.pool)
+        .await?;
+        self.entries_by_entry_ids(sync, &ids).await
+    }
+
+    /// Every record id known on `side` that is not marked deleted there
+    /// (for delete detection by key diff).
+    pub async fn live_ids(&self, sync: &str, side: Side) -> Result<Vec<(i64, String)>> {
+        let sql = if side == Side::A {
+            "SELECT id, a_id AS rid FROM entries WHERE sync = $1 AND a_id IS NOT NULL AND deleted_a = 0"
+        } else {
+            "SELECT id, b_id AS rid FROM entries WHERE sync = $1 AND b_id IS NOT NULL AND deleted_b = 0"
+        };
+        let rows = sqlx::query(sql).bind(sync).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("rid")?)))
+            .collect()
+    }
+
+    /// Entries deleted on `side` and not on the other: what `restore` recreates.
+    pub async fn deleted_on(&self, sync: &str, side: Side) -> Result<Vec<Entry>> {
+        let sql = format!(
+            "SELECT {} FROM entries WHERE sync = $1 AND {} = 1 ORDER BY id",
+            Self::ENTRY_COLS,
+            if side == Side::A {
+                "deleted_a"
+            } else {
+                "deleted_b"
+            }
+        );
+        let rows = sqlx::query(&sql).bind(sync).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::entry_from_row).collect()
+    }
+
+    /// For a parent sync: the partner ids of `ids` on `from`'s other side.
+    pub async fn translate_ids(
+        &self,
+        sync: &str,
+        from: Side,
+        ids: &[String],
+    ) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        for e in self.entries_by_ids(sync, from, ids).await? {
+            if e.deleted_a || e.deleted_b {
+                continue;
+            }
+            if let (Some(a), Some(b)) = (e.a_id, e.b_id) {
+                match from {
+                    Side::A => out.insert(a, b),
+                    Side::B => out.insert(b, a),
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    // ----- intents ----------------------------------------------------------
+
+    /// Records intents (committed before the creates they announce).
+    pub async fn add_intents(&self, intents: &mut [Intent]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for it in intents.iter_mut() {
+            let conditions = serde_json::to_string(&it.conditions).expect("serialise");
+            let payload = serde_json::to_string(&*it).expect("serialise");
+            it.id = sqlx::query_scalar(
+                "INSERT INTO intents (sync, side, entry_id, source_id, conditions, payload, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .bind(&it.sync)
+            .bind(it.side.as_str())
+            .bind(it.entry_id)
+            .bind(&it.source_id)
+            .bind(conditions)
+            .bind(payload)
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn pending_intents(&self, sync: &str) -> Result<Vec<Intent>> {
+        let rows = sqlx::query(
+            "SELECT id, side, entry_id, source_id, conditions, payload FROM intents WHERE sync = $1 ORDER BY id",
+        )
+        .bind(sync)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let payload: String = r.try_get("payload")?;
+                let mut it: Intent = serde_json::from_str(&payload)
+                    .map_err(|e| StateError::Corrupt(e.to_string()))?;
+                it.id = r.try_get("id")?;
+                it.sync = sync.to_string();
+                it.side = Side::parse(&r.try_get::<String, _>("side")?)
+                    .ok_or_else(|| StateError::Corrupt("intent side".into()))?;
+                it.entry_id = r.try_get("entry_id")?;
+                it.source_id = r.try_get("source_id")?;
+                it.conditions = serde_json::from_str(&r.try_get::<String, _>("conditions")?)
+                    .map_err(|e| StateError::Corrupt(e.to_string()))?;
+                Ok(it)
+            })
+            .collect()
+    }
+
+    // ----- the commit -------------------------------------------------------
+
+    /// Persists one step of a run atomically: entries (links, seen values,
+    /// statuses), the change log, conflicts, settled intents and cursors.
+    pub async fn commit(&self, c: &Commit) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let at = now();
+        for id in &c.drops {
+            sqlx::query("DELETE FROM entries WHERE id = $1")
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Updates first (they may free ids that new entries take), then inserts.
+        let (existing, new): (Vec<&EntryWrite>, Vec<&EntryWrite>) =
+            c.entries.iter().partition(|w| w.id.is_some());
+        for w in &existing {
+            let e = &w.entry;
+            let (status, reason, category, message, hint) = status_columns(&e.status);
+            sqlx::query(
+                "UPDATE entries SET a_id = $1, b_id = $2, key_a = $3, key_b = $4, seen_a = $5, seen_b = $6,
+                 deleted_a = $7, deleted_b = $8, echo_a = $9, echo_b = $10, status = $11, reason = $12,
+                 category = $13, message = $14, hint = $15,
+                 attempts = CASE WHEN $16 = 1 THEN attempts + 1 ELSE 0 END, updated_at = $17,
+                 deleted_at = CASE WHEN $18 = 1 THEN COALESCE(deleted_at, $19) ELSE NULL END
+                 WHERE id = $20",
+            )
+            .bind(e.a_id.clone())
+            .bind(e.b_id.clone())
+            .bind(e.key_a.clone())
+            .bind(e.key_b.clone())
+            .bind(to_json(&e.seen_a))
+            .bind(to_json(&e.seen_b))
+            .bind(e.deleted_a as i64)
+            .bind(e.deleted_b as i64)
+            .bind(e.echo_a as i64)
+            .bind(e.echo_b as i64)
+            .bind(status)
+            .bind(reason)
+            .bind(category)
+            .bind(message)
+            .bind(hint)
+            .bind(w.failed_attempt as i64)
+            .bind(at.clone())
+            .bind((e.deleted_a || e.deleted_b) as i64)
+            .bind(at.clone())
+            .bind(w.id.unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        }
+        // New entries with conflicts need their id; the rest go in bulk.
+        let (with_id, bulk): (Vec<&EntryWrite>, Vec<&EntryWrite>) =
+            new.into_iter().partition(|w| !w.conflicts.is_empty());
+        const COLS: usize = 19;
+        for chunk in bulk.chunks(CHUNK / 2) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", ph(1 + i * COLS, COLS)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO entries (sync, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b,
+                 echo_a, echo_b, status, reason, category, message, hint, attempts, updated_at, deleted_at)
+                 VALUES {}",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for w in chunk {
+                let e = &w.entry;
+                let (status, reason, category, message, hint) = status_columns(&e.status);
+                q = q
+                    .bind(c.sync.clone())
+                    .bind(e.a_id.clone())
+                    .bind(e.b_id.clone())
+                    .bind(e.key_a.clone())
+                    .bind(e.key_b.clone())
+                    .bind(to_json(&e.seen_a))
+                    .bind(to_json(&e.seen_b))
+                    .bind(e.deleted_a as i64)
+                    .bind(e.deleted_b as i64)
+                    .bind(e.echo_a as i64)
+                    .bind(e.echo_b as i64)
+                    .bind(status)
+                    .bind(reason)
+                    .bind(category)
+                    .bind(message)
+                    .bind(hint)
+                    .bind(w.failed_attempt as i64)
+                    .bind(at.clone())
+                    .bind((e.deleted_a || e.deleted_b).then(|| at.clone()));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let mut ids: Vec<(i64, &EntryWrite)> = existing
+            .iter()
+            .map(|w| (w.id.unwrap_or_default(), *w))
+            .collect();
+        for w in with_id {
+            let e = &w.entry;
+            let (status, reason, category, message, hint) = status_columns(&e.status);
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO entries (sync, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b,
+                 echo_a, echo_b, status, reason, category, message, hint, attempts, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17) RETURNING id",
+            )
+            .bind(c.sync.clone())
+            .bind(e.a_id.clone())
+            .bind(e.b_id.clone())
+            .bind(e.key_a.clone())
+            .bind(e.key_b.clone())
+            .bind(to_json(&e.seen_a))
+            .bind(to_json(&e.seen_b))
+            .bind(e.deleted_a as i64)
+            .bind(e.deleted_b as i64)
+            .bind(e.echo_a as i64)
+            .bind(e.echo_b as i64)
+            .bind(status)
+            .bind(reason)
+            .bind(category)
+            .bind(message)
+            .bind(hint)
+            .bind(at.clone())
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push((id, w));
+        }
+        for (id, w) in &ids {
+            for note in &w.conflicts {
+                let state = if note.winner.is_none() {
+                    "open"
+                } else {
+                    "applied"
+                };
+                if state == "open" {
+                    sqlx::query(
+                        "UPDATE conflicts SET value_a = $1, value_b = $2 WHERE entry_id = $3 AND field_a = $4 AND state <> 'applied'",
+                    )
+                    .bind(value_json(&note.value_a))
+                    .bind(value_json(&note.value_b))
+                    .bind(*id)
+                    .bind(&note.field_a)
+                    .execute(&mut *tx)
+                    .await?;
+                    let open: Option<i64> = sqlx::query_scalar(
+                        "SELECT id FROM conflicts WHERE entry_id = $1 AND field_a = $2 AND state <> 'applied'",
+                    )
+                    .bind(*id)
+                    .bind(&note.field_a)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if open.is_some() {
+                        continue;
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO conflicts (sync, entry_id, field_a, field_b, value_a, value_b, created_at, state, resolution, resolved_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(c.sync.clone())
+                .bind(*id)
+                .bind(&note.field_a)
+                .bind(&note.field_b)
+                .bind(value_json(&note.value_a))
+                .bind(value_json(&note.value_b))
+                .bind(at.clone())
+                .bind(state)
+                .bind(note.winner.map(|w| format!("{{\"take\":\"{w}\"}}")))
+                .bind((state == "applied").then(|| at.clone()))
+                .execute(&mut *tx)
+                .await?;
+            }
+            for field in &w.resolved {
+                sqlx::query(
+                    "UPDATE conflicts SET state = 'applied', resolved_at = COALESCE(resolved_at, $1)
+                     WHERE entry_id = $2 AND field_a = $3 AND state <> 'applied'",
+                )
+                .bind(at.clone())
+                .bind(*id)
+                .bind(field)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        // The change log, in bulk.
+        let mut rows: Vec<(
+            Option<String>,
+            Option<String>,
+            &str,
+            String,
+            Option<String>,
+            Option<String>,
+        )> = Vec::new();
+        for w in &c.entries {
+            let e = &w.entry;
+            for (side, fields) in &w.created {
+                rows.push((
+                    e.a_id.clone(),
+                    e.b_id.clone(),
+                    side.as_str(),
+                    "*created*".to_string(),
+                    None,
+                    Some(serde_json::to_string(fields).expect("serialise")),
+                ));
+            }
+            for (side, ch) in &w.changes {
+                rows.push((
+                    e.a_id.clone(),
+                    e.b_id.clone(),
+                    side.as_str(),
+                    ch.field.clone(),
+                    ch.old.to_text(),
+                    ch.new.to_text(),
+                ));
+            }
+        }
+        const CCOLS: usize = 9;
+        for chunk in rows.chunks(CHUNK / 2) {
+            let vals: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", ph(1 + i * CCOLS, CCOLS)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO changes (run_id, sync, a_id, b_id, side, field, old, new, at) VALUES {}",
+                vals.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (a, b, side, field, old, new) in chunk {
+                q = q
+                    .bind(c.run_id)
+                    .bind(c.sync.clone())
+                    .bind(a.clone())
+                    .bind(b.clone())
+                    .bind(*side)
+                    .bind(field.clone())
+                    .bind(old.clone())
+                    .bind(new.clone())
+                    .bind(at.clone());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for id in &c.intents_done {
+            sqlx::query("DELETE FROM intents WHERE id = $1")
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (name, value) in &c.cursors {
+            sqlx::query(
+                "INSERT INTO cursors (sync, side, value, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (sync, side) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(c.sync.clone())
+            .bind(name.clone())
+            .bind(value.to_string())
+            .bind(at.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ----- reporting --------------------------------------------------------
+
+    pub async fn status_counts(&self, sync: &str) -> Result<StatusCounts> {
+        let rows = sqlx::query(
+            "SELECT status, category, COUNT(*) AS n FROM entries WHERE sync = $1 GROUP BY status, category",
+        )
+        .bind(sync)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut c = StatusCounts::default();
+        for r in rows {
+            let status: String = r.try_get("status")?;
+            let n: i64 = r.try_get("n")?;
+            match status.as_str() {
+                "in_sync" => c.in_sync += n,
+                "excluded" => c.excluded += n,
+                "deleted" => c.deleted += n,
+                "waiting" => c.waiting += n,
+                _ => {
+                    c.failed += n;
+                    let cat: Option<String> = r.try_get("category")?;
+                    *c.failures_by_category
+                        .entry(cat.unwrap_or_else(|| "server".into()))
+                        .or_default() += n;
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    pub async fn records(&self, f: &RecordFilter) -> Result<Vec<RecordRow>> {
+        let rows = sqlx::query(
+            "SELECT sync, id, a_id, b_id, status, category, reason, message, hint, deleted_a, deleted_b, attempts, updated_at
+             FROM entries WHERE ($1 = '' OR sync = $2) AND ($3 = '' OR status = $4) AND ($5 = '' OR category = $6)
+             ORDER BY sync, id LIMIT $7",
+        )
+        .bind(f.sync.clone().unwrap_or_default())
+        .bind(f.sync.clone().unwrap_or_default())
+        .bind(f.status.clone().unwrap_or_default())
+        .bind(f.status.clone().unwrap_or_default())
+        .bind(f.category.clone().unwrap_or_default())
+        .bind(f.category.clone().unwrap_or_default())
+        .bind(f.limit.unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let da = r.try_get::<i64, _>("deleted_a")? != 0;
+                let db = r.try_get::<i64, _>("deleted_b")? != 0;
+                let message: Option<String> = r.try_get("message")?;
+                let reason: Option<String> = r.try_get("reason")?;
+                Ok(RecordRow {
+                    sync: r.try_get("sync")?,
+                    entry_id: r.try_get("id")?,
+                    a_id: r.try_get("a_id")?,
+                    b_id: r.try_get("b_id")?,
+                    status: r.try_get("status")?,
+                    category: r.try_get("category")?,
+                    reason: message.or(reason),
+                    hint: r.try_get("hint")?,
+                    deleted_on: match (da, db) {
+                        (true, true) => Some("a,b".into()),
+                        (true, false) => Some("a".into()),
+                        (false, true) => Some("b".into()),
+                        _ => None,
+                    },
+                    attempts: r.try_get("attempts")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn history(
+        &self,
+        sync: &str,
+        a_id: Option<&str>,
+        b_id: Option<&str>,
+    ) -> Result<Vec<ChangeRow>> {
+        let rows = sqlx::query(
+            "SELECT run_id, side, field, old, new, at FROM changes
+             WHERE sync = $1 AND (a_id = $2 OR b_id = $3) ORDER BY id",
+        )
+        .bind(sync)
+        .bind(a_id.map(str::to_string))
+        .bind(b_id.map(str::to_string))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ChangeRow {
+                    run_id: r.try_get("run_id")?,
+                    side: r.try_get("side")?,
+                    field: r.try_get("field")?,
+                    old: r.try_get("old")?,
+                    new: r.try_get("new")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn conflicts(&self, sync: Option<&str>, open_only: bool) -> Result<Vec<ConflictRow>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.sync, c.entry_id, e.a_id, e.b_id, c.field_a, c.field_b, c.value_a, c.value_b, c.created_at, c.state
+             FROM conflicts c LEFT JOIN entries e ON e.id = c.entry_id
+             WHERE ($1 = '' OR c.sync = $2) AND ($3 = 0 OR c.state = 'open') ORDER BY c.id",
+        )
+        .bind(sync.unwrap_or(""))
+        .bind(sync.unwrap_or(""))
+        .bind(open_only as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let val = |c: &str| -> Result<Value> {
+                    let s: Option<String> = r.try_get(c)?;
+                    Ok(s.and_then(|s| serde_json::from_str(&s).ok())
+                        .unwrap_or(Value::Null))
+                };
+                Ok(ConflictRow {
+                    id: r.try_get("id")?,
+                    sync: r.try_get("sync")?,
+                    entry_id: r.try_get("entry_id")?,
+                    a_id: r.try_get("a_id")?,
+                    b_id: r.try_get("b_id")?,
+                    field_a: r.try_get("field_a")?,
+                    field_b: r.try_get("field_b")?,
+                    value_a: val("value_a")?,
+                    value_b: val("value_b")?,
+                    created_at: r.try_get("created_at")?,
+                    state: r.try_get("state")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a person's decision on an open conflict; the next run of its
+    /// sync applies it. Returns the conflict's sync.
+    pub async fn resolve_conflict(&self, id: i64, resolution: &Resolution) -> Result<String> {
+        let json = serde_json::to_string(&ResolutionJson::from(resolution)).expect("serialise");
+        let sync: Option<String> = sqlx::query_scalar(
+            "UPDATE conflicts SET state = 'resolved', resolution = $1, resolved_at = $2
+             WHERE id = $3 AND state = 'open' RETURNING sync",
+        )
+        .bind(json)
+        .bind(now())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        sync.ok_or_else(|| {
+            StateError::NotFound(format!(
+                "conflict {id} is not open; `puente conflicts` lists the open ones"
+            ))
+        })
+    }
+
+    /// Structural checks: no record linked twice, no orphan conflicts.
+    pub async fn integrity_problems(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        for (side, col) in [("a", "a_id"), ("b", "b_id")] {
+            let sql = format!(
+                "SELECT sync, {col} AS rid, COUNT(*) AS n FROM entries WHERE {col} IS NOT NULL GROUP BY sync, {col} HAVING COUNT(*) > 1"
+            );
+            for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
+                problems.push(format!(
+                    "sync {}: {side} record {} is in {} entries",
+                    r.try_get::<String, _>("sync")?,
+                    r.try_get::<String, _>("rid")?,
+                    r.try_get::<i64, _>("n")?
+                ));
+            }
+        }
+        let orphans: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM conflicts c WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.id = c.entry_id) AND c.state <> 'applied'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if orphans > 0 {
+            problems.push(format!("{orphans} open conflicts point at no entry"));
+        }
+        Ok(problems)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ResolutionJson {
+    Take(String),
+    Value(Value),
+}
+
+impl From<&Resolution> for ResolutionJson {
+    fn from(r: &Resolution) -> Self {
+        match r {
+            Resolution::Take(s) => ResolutionJson::Take(s.as_str().to_string()),
+            Resolution::Value(v) => ResolutionJson::Value(v.clone()),
+        }
+    }
+}
+
+impl From<ResolutionJson> for Resolution {
+    fn from(r: ResolutionJson) -> Self {
+        match r {
+            ResolutionJson::Take(s) => Resolution::Take(Side::parse(&s).unwrap_or(Side::A)),
+            ResolutionJson::Value(v) => Resolution::Value(v),
+        }
+    }
+}
