@@ -17,7 +17,7 @@ pub use connector::{
 pub use error::{ConnectorError, ErrorKind, Failure, FailureCategory};
 pub use record::{Fields, Record};
 pub use schema::{FieldSchema, FieldType, ObjectSchema};
-pub use value::{ConvertError, Value};
+pub use value::{parse_date, parse_datetime, ConvertError, Value};
 
 /// One of the two sides of a sync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -14,6 +14,10 @@ pub struct Record {
     pub id: String,
     pub fields: Fields,
     pub modified_at: Option<DateTime<Utc>>,
+    /// Fields the connector could not read (field → why), such as bytes
+    /// that are not UTF-8. The record fails with the field named instead of
+    /// syncing an altered value.
+    pub unreadable: BTreeMap<String, String>,
 }
 
 impl Record {
@@ -22,6 +26,7 @@ impl Record {
             id: id.into(),
             fields: Fields::new(),
             modified_at: None,
+            unreadable: BTreeMap::new(),
         }
     }
 

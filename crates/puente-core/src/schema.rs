@@ -115,6 +115,8 @@ pub struct ObjectSchema {
     /// The field whose value is the record id.
     pub id_field: String,
     pub fields: Vec<FieldSchema>,
+    /// Any field name may be written (a new file's columns follow the mapping).
+    pub open: bool,
 }
 
 impl ObjectSchema {

@@ -318,7 +318,7 @@ impl Value {
 }
 
 /// Parses `YYYY-MM-DD` (and the date part of an ISO datetime at midnight).
-pub(crate) fn parse_date(s: &str) -> Option<NaiveDate> {
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
     let s = s.trim();
     NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().or_else(|| {
         parse_datetime(s)
@@ -329,7 +329,7 @@ pub(crate) fn parse_date(s: &str) -> Option<NaiveDate> {
 
 /// Parses RFC 3339 (offset respected) or a naive `YYYY-MM-DD[ T]HH:MM:SS[.f]`
 /// taken as UTC.
-pub(crate) fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
+pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Some(dt.with_timezone(&Utc));

@@ -328,9 +328,23 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
     let mut pairs: BTreeMap<usize, [Option<Record>; 2]> = BTreeMap::new();
     let mut cands: Vec<Candidate> = Vec::new();
     let mut consumed = vec![false; entries.len()];
+    let mut items = Vec::new();
     for (side, records) in [(Side::A, a), (Side::B, b)] {
         let si = side_index(side);
         for rec in records {
+            if let Some(f) = unreadable(spec, side, &rec) {
+                let ei = by_id[si].get(rec.id.as_str()).copied();
+                if let Some(ei) = ei {
+                    consumed[ei] = true;
+                }
+                let mut it = ItemPlan::blank(ei.map(|i| &entries[i]));
+                if ei.is_none() {
+                    it.set_id(side, Some(rec.id.clone()));
+                }
+                it.status = Status::Failed(f);
+                items.push(it);
+                continue;
+            }
             match by_id[si].get(rec.id.as_str()).copied() {
                 Some(ei) => {
                     consumed[ei] = true;
@@ -363,7 +377,6 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
         }
     }
 
-    let mut items = Vec::with_capacity(pairs.len() + cands.len());
     for (ei, [ra, rb]) in pairs {
         items.push(merge_linked(spec, refs, &entries[ei], ra, rb));
     }
@@ -516,6 +529,31 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
         }
     }
     Plan { items }
+}
+
+/// A failure for a record whose mapped or key fields could not be read.
+fn unreadable(spec: &SyncSpec, side: Side, rec: &Record) -> Option<Failure> {
+    if rec.unreadable.is_empty() {
+        return None;
+    }
+    let used = |n: &String| {
+        spec.fields.iter().any(|fm| fm.name(side) == n)
+            || spec.keys.iter().any(|k| {
+                if side == Side::A {
+                    &k.a == n
+                } else {
+                    &k.b == n
+                }
+            })
+    };
+    let (field, why) = rec.unreadable.iter().find(|(n, _)| used(n))?;
+    Some(
+        Failure::new(
+            FailureCategory::Validation,
+            format!("{side} record {} field {field}: {why}", rec.id),
+        )
+        .with_hint("fix the stored value at the source (for text: valid UTF-8, no NUL bytes); the record is retried on its next change"),
+    )
 }
 
 fn same_fields(x: Option<&Fields>, y: Option<&Fields>) -> bool {

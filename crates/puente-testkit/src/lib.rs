@@ -73,7 +73,7 @@ impl TestDb {
             Server::Postgres => (pg_admin_url(), format!("CREATE DATABASE \"{name}\"")),
             Server::Mysql => (
                 mysql_admin_url(),
-                format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"),
+                format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"),
             ),
         };
         if let Err(e) = admin(server, &sql).await {

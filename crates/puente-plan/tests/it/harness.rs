@@ -60,6 +60,7 @@ impl Store {
                     id: id.clone(),
                     fields: f.clone(),
                     modified_at: None,
+                    unreadable: Default::default(),
                 })
             })
             .collect()
@@ -86,6 +87,7 @@ impl Store {
                     id: id.clone(),
                     fields: self.rows[&id].clone(),
                     modified_at: None,
+                    unreadable: Default::default(),
                 }
             }
             PlannedWrite::Update { id, changes } => {
@@ -97,6 +99,7 @@ impl Store {
                     id: id.clone(),
                     fields: row.clone(),
                     modified_at: None,
+                    unreadable: Default::default(),
                 }
             }
             PlannedWrite::Delete { id } => {

@@ -1,0 +1,1010 @@
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::Duration;
+use puente_core::{
+    Capabilities, ChangeDetection, ConnectorError, Cursor, Failure, FailureCategory, FieldSchema,
+    Object, ObjectSchema, ObjectSpec, Page, Record, Value, WriteOp, WriteOutcome,
+};
+use serde_json::json;
+use sqlx::{Executor, Row, TypeInfo};
+
+use crate::backend::{Flavor, Pool};
+use crate::column::{bind_value, decode_mysql, decode_pg, decode_sqlite, Column, Kind};
+use crate::error::{call_error, is_connection_error, row_failure};
+
+/// Runs `$body` with `$p` bound to the concrete pool and `$dec` to its row decoder.
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident, $dec:ident| $body:expr) => {
+        match $pool {
+            Pool::Pg($p) => {
+                let $dec = decode_pg;
+                $body
+            }
+            Pool::My($p) => {
+                let $dec = decode_mysql;
+                $body
+            }
+            Pool::Lite($p) => {
+                let $dec = decode_sqlite;
+                $body
+            }
+        }
+    };
+}
+
+pub struct SqlTable {
+    pool: Pool,
+    flavor: Flavor,
+    returning: bool,
+    /// What follows FROM: the quoted table, or the named query as a subquery.
+    source: String,
+    name: String,
+    cols: Vec<Column>,
+    pk: usize,
+    cursor: Option<usize>,
+    overlap: Duration,
+    page_size: usize,
+    writable: bool,
+    schema: ObjectSchema,
+    select_list: String,
+}
+
+/// A write checked and converted, ready to bind.
+enum Prepared {
+    Insert {
+        cols: Vec<usize>,
+        vals: Vec<Value>,
+    },
+    Update {
+        pk: Value,
+        cols: Vec<usize>,
+        vals: Vec<Value>,
+    },
+    Delete {
+        pk: Value,
+    },
+}
+
+fn split_schema(object: &str) -> (Option<String>, String) {
+    match object.rsplit_once('.') {
+        Some((s, t)) => (Some(s.to_string()), t.to_string()),
+        None => (None, object.to_string()),
+    }
+}
+
+impl SqlTable {
+    pub async fn open(
+        pool: Pool,
+        flavor: Flavor,
+        returning: bool,
+        spec: &ObjectSpec,
+    ) -> Result<SqlTable, ConnectorError> {
+        let (cols, source, writable, name) = match &spec.query {
+            Some(q) => {
+                let source = format!("({q}) AS puente_q");
+                let cols =
+                    describe_query(&pool, flavor, &format!("SELECT * FROM {source}")).await?;
+                (cols, source, false, spec.object.clone())
+            }
+            None => {
+                let cols = discover(&pool, flavor, &spec.object).await?;
+                if cols.is_empty() {
+                    return Err(ConnectorError::config(format!(
+                        "table {} does not exist (or has no columns) in this {} database",
+                        spec.object,
+                        flavor.kind()
+                    ))
+                    .with_hint("create the table, or fix the object name in the sync's endpoint"));
+                }
+                (cols, flavor.quote(&spec.object), true, spec.object.clone())
+            }
+        };
+        let find = |n: &str| cols.iter().position(|c| c.name == n);
+        let pk = match &spec.key {
+            Some(k) => find(k).ok_or_else(|| {
+                ConnectorError::config(format!("{name}: key column {k} does not exist"))
+            })?,
+            None => {
+                let pks: Vec<usize> = cols
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.native.starts_with("pk:"))
+                    .map(|(i, _)| i)
+                    .collect();
+                match pks.as_slice() {
+                    [one] => *one,
+                    [] => {
+                        return Err(ConnectorError::config(format!(
+                            "{name} has no primary key; set `key = \"COLUMN\"` on the endpoint to name a unique column"
+                        )))
+                    }
+                    _ => {
+                        return Err(ConnectorError::config(format!(
+                            "{name} has a composite primary key; set `key = \"COLUMN\"` on the endpoint to name a unique column"
+                        )))
+                    }
+                }
+            }
+        };
+        let mut cols = cols;
+        for c in &mut cols {
+            if let Some(n) = c.native.strip_prefix("pk:") {
+                c.native = n.to_string();
+            }
+        }
+        let cursor = match &spec.cursor {
+            Some(cname) => {
+                let i = cols.iter().position(|c| &c.name == cname).ok_or_else(|| {
+                    ConnectorError::config(format!(
+                        "{name}: cursor column {cname} does not exist; columns are {}",
+                        cols.iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?;
+                if !matches!(
+                    cols[i].kind,
+                    Kind::Timestamp | Kind::TimestampTz | Kind::Int | Kind::Date
+                ) {
+                    return Err(ConnectorError::config(format!(
+                        "{name}: cursor column {cname} is {}, but a cursor must be a timestamp or an integer that grows with each change",
+                        cols[i].native
+                    )));
+                }
+                Some(i)
+            }
+            None => None,
+        };
+        let schema = ObjectSchema {
+            name: name.clone(),
+            id_field: cols[pk].name.clone(),
+            fields: cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| FieldSchema {
+                    name: c.name.clone(),
+                    ty: c.ty.clone(),
+                    required: !c.nullable && !c.has_default && !c.auto && !c.generated,
+                    unique: i == pk,
+                    read_only: c.generated || !writable,
+                    has_default: c.has_default || c.auto || (i == pk && c.kind == Kind::Text),
+                    native_type: c.native.clone(),
+                })
+                .collect(),
+            open: false,
+        };
+        let select_list = cols
+            .iter()
+            .map(|c| c.select_expr(flavor))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(SqlTable {
+            pool,
+            flavor,
+            returning,
+            source,
+            name,
+            cols,
+            pk,
+            cursor,
+            overlap: Duration::seconds(spec.overlap_secs as i64),
+            page_size: spec.page_size.max(1),
+            writable,
+            schema,
+            select_list,
+        })
+    }
+
+    fn q(&self, ident: &str) -> String {
+        self.flavor.quote(ident)
+    }
+
+    fn pk_value(&self, id: &str) -> Value {
+        match self.cols[self.pk].kind {
+            Kind::Int => id
+                .parse::<i64>()
+                .map(Value::Int)
+                .unwrap_or_else(|_| Value::text(id)),
+            _ => Value::text(id),
+        }
+    }
+
+    fn to_record<R>(
+        &self,
+        row: &R,
+        dec: fn(&R, usize, &Column) -> Result<Value, String>,
+    ) -> Record {
+        let mut rec = Record::new(String::new());
+        for (i, c) in self.cols.iter().enumerate() {
+            match dec(row, i, c) {
+                Ok(v) => {
+                    rec.fields.insert(c.name.clone(), v);
+                }
+                Err(msg) => {
+                    rec.fields.insert(c.name.clone(), Value::Null);
+                    rec.unreadable.insert(c.name.clone(), msg);
+                }
+            }
+        }
+        rec.id = rec
+            .get(&self.cols[self.pk].name)
+            .to_text()
+            .unwrap_or_default();
+        if let Some(ci) = self.cursor {
+            if let Value::DateTime(dt) = rec.get(&self.cols[ci].name) {
+                rec.modified_at = Some(*dt);
+            }
+        }
+        rec
+    }
+
+    async fn fetch(
+        &self,
+        sql: &str,
+        params: &[(usize, Value)],
+    ) -> Result<Vec<Record>, ConnectorError> {
+        on_pool!(&self.pool, |p, dec| {
+            let mut q = sqlx::query(sql);
+            for (ci, v) in params {
+                q = bind_value!(q, &self.cols[*ci], v, self.flavor);
+            }
+            let rows = q
+                .fetch_all(p)
+                .await
+                .map_err(|e| call_error(&format!("reading {}", self.name), e))?;
+            Ok(rows.iter().map(|r| self.to_record(r, dec)).collect())
+        })
+    }
+
+    fn prepare(&self, op: WriteOp) -> Result<Prepared, Failure> {
+        let convert =
+            |fields: BTreeMap<String, Value>| -> Result<(Vec<usize>, Vec<Value>), Failure> {
+                let mut cols = Vec::new();
+                let mut vals = Vec::new();
+                for (f, v) in fields {
+                    let ci = self.cols.iter().position(|c| c.name == f).ok_or_else(|| {
+                    Failure::new(FailureCategory::Mapping, format!("table {} has no column {f}", self.name))
+                        .with_hint("fix the field name in the sync's mapping (`puente validate` lists the columns)")
+                })?;
+                    let col = &self.cols[ci];
+                    if col.generated {
+                        return Err(Failure::new(
+                            FailureCategory::Validation,
+                            format!(
+                                "column {f} of {} is generated and cannot be written",
+                                self.name
+                            ),
+                        )
+                        .with_hint("make the mapping one-way towards the other side"));
+                    }
+                    let v = v
+                        .convert(&col.ty, &f)
+                        .map_err(|e| Failure::new(e.category, e.message))?;
+                    if v.is_empty() && !col.nullable && !(col.has_default || col.auto) {
+                        return Err(Failure::new(
+                            FailureCategory::Validation,
+                            format!("field {f}: {} requires a value (NOT NULL)", self.name),
+                        ));
+                    }
+                    cols.push(ci);
+                    vals.push(v);
+                }
+                Ok((cols, vals))
+            };
+        Ok(match op {
+            WriteOp::Create { fields } => {
+                let (mut cols, mut vals) = convert(fields)?;
+                if !cols.contains(&self.pk) {
+                    let pkc = &self.cols[self.pk];
+                    if !(pkc.auto || pkc.has_default) {
+                        if pkc.kind == Kind::Text {
+                            cols.push(self.pk);
+                            vals.push(Value::text(uuid::Uuid::new_v4().to_string()));
+                        } else {
+                            return Err(Failure::new(
+                                FailureCategory::Validation,
+                                format!("primary key {} of {} has no default", pkc.name, self.name),
+                            )
+                            .with_hint("map a field to the key column, or give it a default (identity / auto_increment)"));
+                        }
+                    }
+                }
+                Prepared::Insert { cols, vals }
+            }
+            WriteOp::Update { id, fields } => {
+                let (cols, vals) = convert(fields)?;
+                Prepared::Update {
+                    pk: self.pk_value(&id),
+                    cols,
+                    vals,
+                }
+            }
+            WriteOp::Delete { id } => Prepared::Delete {
+                pk: self.pk_value(&id),
+            },
+        })
+    }
+
+    /// Applies prepared writes in one transaction; any statement error fails it all.
+    async fn apply(&self, ops: &[&Prepared]) -> Result<Vec<WriteOutcome>, sqlx::Error> {
+        let pkq = self.q(&self.cols[self.pk].name);
+        let src = &self.source;
+        let flavor = self.flavor;
+        on_pool!(&self.pool, |p, dec| {
+            let mut tx = p.begin().await?;
+            let mut out: Vec<Option<WriteOutcome>> = vec![None; ops.len()];
+            let mut readback: Vec<(usize, Value)> = Vec::new();
+            let mut i = 0;
+            while i < ops.len() {
+                match ops[i] {
+                    Prepared::Insert { cols, .. } => {
+                        // A run of inserts with the same columns becomes one statement
+                        // where the backend returns the rows it inserted, in order.
+                        let multi = self.returning && flavor != Flavor::Sqlite;
+                        let max_rows = if multi {
+                            (flavor.max_params() / cols.len().max(1)).clamp(1, 1000)
+                        } else {
+                            1
+                        };
+                        let mut j = i;
+                        while j < ops.len()
+                            && j - i < max_rows
+                            && matches!(ops[j], Prepared::Insert { cols: c2, .. } if c2 == cols)
+                        {
+                            j += 1;
+                        }
+                        let col_list = cols
+                            .iter()
+                            .map(|c| self.q(&self.cols[*c].name))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        let mut n = 0;
+                        let rows: Vec<String> = (i..j)
+                            .map(|_| {
+                                let r = cols
+                                    .iter()
+                                    .map(|c| {
+                                        n += 1;
+                                        self.cols[*c].write_expr(flavor, n)
+                                    })
+                                    .collect::<Vec<_>>()
+                                    .join(", ");
+                                format!("({r})")
+                            })
+                            .collect();
+                        let values = if cols.is_empty() {
+                            "DEFAULT VALUES".to_string()
+                        } else {
+                            format!("({col_list}) VALUES {}", rows.join(", "))
+                        };
+                        if self.returning {
+                            let sql = format!(
+                                "INSERT INTO {src} {values} RETURNING {}",
+                                self.select_list
+                            );
+                            let mut q = sqlx::query(&sql);
+                            for op in &ops[i..j] {
+                                if let Prepared::Insert { cols, vals } = op {
+                                    for (c, v) in cols.iter().zip(vals) {
+                                        q = bind_value!(q, &self.cols[*c], v, flavor);
+                                    }
+                                }
+                            }
+                            let rows = q.fetch_all(&mut *tx).await?;
+                            if rows.len() != j - i {
+                                return Err(sqlx::Error::Protocol(format!(
+                                    "insert returned {} rows for {}",
+                                    rows.len(),
+                                    j - i
+                                )));
+                            }
+                            for (k, r) in rows.iter().enumerate() {
+                                out[i + k] = Some(WriteOutcome::Written(self.to_record(r, dec)));
+                            }
+                        } else {
+                            // MySQL without RETURNING: one row, then read it back.
+                            let Prepared::Insert { cols, vals } = ops[i] else {
+                                unreachable!()
+                            };
+                            let sql = format!("INSERT INTO {src} {values}");
+                            let mut q = sqlx::query(&sql);
+                            for (c, v) in cols.iter().zip(vals) {
+                                q = bind_value!(q, &self.cols[*c], v, flavor);
+                            }
+                            let res = q.execute(&mut *tx).await?;
+                            let pk = match cols.iter().position(|c| *c == self.pk) {
+                                Some(k) => vals[k].clone(),
+                                None => Value::Int(res_last_id(&res)),
+                            };
+                            readback.push((i, pk));
+                        }
+                        i = j;
+                    }
+                    Prepared::Update { pk, cols, vals } => {
+                        if !cols.is_empty() {
+                            let sets = cols
+                                .iter()
+                                .enumerate()
+                                .map(|(k, c)| {
+                                    format!(
+                                        "{} = {}",
+                                        self.q(&self.cols[*c].name),
+                                        self.cols[*c].write_expr(flavor, k + 1)
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            let sql = format!(
+                                "UPDATE {src} SET {sets} WHERE {pkq} = {}",
+                                flavor.ph(cols.len() + 1)
+                            );
+                            let mut q = sqlx::query(&sql);
+                            for (c, v) in cols.iter().zip(vals) {
+                                q = bind_value!(q, &self.cols[*c], v, flavor);
+                            }
+                            q = bind_value!(q, &self.cols[self.pk], pk, flavor);
+                            q.execute(&mut *tx).await?;
+                        }
+                        readback.push((i, pk.clone()));
+                        i += 1;
+                    }
+                    Prepared::Delete { pk } => {
+                        let sql = format!("DELETE FROM {src} WHERE {pkq} = {}", flavor.ph(1));
+                        let q = bind_value!(sqlx::query(&sql), &self.cols[self.pk], pk, flavor);
+                        q.execute(&mut *tx).await?;
+                        out[i] = Some(WriteOutcome::Deleted);
+                        i += 1;
+                    }
+                }
+            }
+            // Read back what the table now holds for updated (and MySQL-inserted) rows.
+            for chunk in readback.chunks(500) {
+                let phs = (1..=chunk.len())
+                    .map(|n| flavor.ph(n))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "SELECT {} FROM {src} WHERE {pkq} IN ({phs})",
+                    self.select_list
+                );
+                let mut q = sqlx::query(&sql);
+                for (_, pk) in chunk {
+                    q = bind_value!(q, &self.cols[self.pk], pk, flavor);
+                }
+                let rows = q.fetch_all(&mut *tx).await?;
+                let mut by_id: std::collections::HashMap<String, Record> = rows
+                    .iter()
+                    .map(|r| {
+                        let rec = self.to_record(r, dec);
+                        (rec.id.clone(), rec)
+                    })
+                    .collect();
+                for (k, pk) in chunk {
+                    let id = pk.to_text().unwrap_or_default();
+                    out[*k] = Some(match by_id.remove(&id) {
+                        Some(rec) => WriteOutcome::Written(rec),
+                        None => WriteOutcome::Failed(
+                            Failure::new(
+                                FailureCategory::NotFound,
+                                format!("row {id} no longer exists in {}", self.name),
+                            )
+                            .with_hint("it was deleted meanwhile; the next run records the delete"),
+                        ),
+                    });
+                }
+            }
+            tx.commit().await?;
+            Ok(out
+                .into_iter()
+                .map(|o| o.expect("every write has an outcome"))
+                .collect())
+        })
+    }
+}
+
+fn res_last_id<R: ResultLike>(r: &R) -> i64 {
+    r.last_id()
+}
+
+trait ResultLike {
+    fn last_id(&self) -> i64;
+}
+impl ResultLike for sqlx::mysql::MySqlQueryResult {
+    fn last_id(&self) -> i64 {
+        self.last_insert_id() as i64
+    }
+}
+impl ResultLike for sqlx::postgres::PgQueryResult {
+    fn last_id(&self) -> i64 {
+        0
+    }
+}
+impl ResultLike for sqlx::sqlite::SqliteQueryResult {
+    fn last_id(&self) -> i64 {
+        self.last_insert_rowid()
+    }
+}
+
+#[async_trait]
+impl Object for SqlTable {
+    fn schema(&self) -> &ObjectSchema {
+        &self.schema
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_batch: 1000,
+            change_detection: if self.cursor.is_some() {
+                ChangeDetection::Cursor
+            } else {
+                ChangeDetection::FullRead
+            },
+            delete_detection_by_key_diff: true,
+            rate_limit_per_sec: None,
+            writable: self.writable,
+        }
+    }
+
+    async fn read(
+        &self,
+        since: Option<&Cursor>,
+        page: Option<String>,
+    ) -> Result<Page, ConnectorError> {
+        let token: serde_json::Value = match &page {
+            Some(t) => {
+                serde_json::from_str(t).map_err(|_| ConnectorError::internal("bad page token"))?
+            }
+            None => json!({}),
+        };
+        let val =
+            |v: &serde_json::Value| -> Option<Value> { serde_json::from_value(v.clone()).ok() };
+        let mut max_cursor: Option<Value> = token.get("m").and_then(val);
+        let pkq = self.q(&self.cols[self.pk].name);
+        let limit = self.page_size;
+        let f = self.flavor;
+        let (sql, params): (String, Vec<(usize, Value)>) = match (self.cursor, since) {
+            (Some(ci), Some(cur)) => {
+                let cq = self.q(&self.cols[ci].name);
+                match (token.get("c").and_then(val), token.get("k").and_then(val)) {
+                    (Some(c), Some(k)) => (
+                        format!(
+                            "SELECT {} FROM {} WHERE ({cq} > {} OR ({cq} = {} AND {pkq} > {})) ORDER BY {cq}, {pkq} LIMIT {limit}",
+                            self.select_list, self.source, f.ph(1), f.ph(2), f.ph(3)
+                        ),
+                        vec![(ci, c.clone()), (ci, c), (self.pk, k)],
+                    ),
+                    _ => {
+                        let from: Value = cur.0.get("v").and_then(val).unwrap_or(Value::Null);
+                        let from = match from {
+                            Value::DateTime(dt) => Value::DateTime(dt - self.overlap),
+                            other => other,
+                        };
+                        (
+                            format!(
+                                "SELECT {} FROM {} WHERE {cq} >= {} ORDER BY {cq}, {pkq} LIMIT {limit}",
+                                self.select_list, self.source, f.ph(1)
+                            ),
+                            vec![(ci, from)],
+                        )
+                    }
+                }
+            }
+            _ => match token.get("k").and_then(val) {
+                Some(k) => (
+                    format!(
+                        "SELECT {} FROM {} WHERE {pkq} > {} ORDER BY {pkq} LIMIT {limit}",
+                        self.select_list,
+                        self.source,
+                        f.ph(1)
+                    ),
+                    vec![(self.pk, k)],
+                ),
+                None => (
+                    format!(
+                        "SELECT {} FROM {} ORDER BY {pkq} LIMIT {limit}",
+                        self.select_list, self.source
+                    ),
+                    vec![],
+                ),
+            },
+        };
+        let records = self.fetch(&sql, &params).await?;
+        if let Some(ci) = self.cursor {
+            let name = &self.cols[ci].name;
+            for r in &records {
+                let v = r.get(name);
+                let bigger = match (&max_cursor, v) {
+                    (_, Value::Null) => false,
+                    (None, _) => true,
+                    (Some(Value::DateTime(m)), Value::DateTime(x)) => x > m,
+                    (Some(Value::Int(m)), Value::Int(x)) => x > m,
+                    (Some(Value::Date(m)), Value::Date(x)) => x > m,
+                    _ => false,
+                };
+                if bigger {
+                    max_cursor = Some(v.clone());
+                }
+            }
+        }
+        let last = records.last();
+        let full = records.len() == limit;
+        let next = match (full, last) {
+            (true, Some(r)) => {
+                let mut t = json!({ "k": self.pk_value(&r.id), "m": max_cursor });
+                if let (Some(ci), Some(_)) = (self.cursor, since) {
+                    t["c"] = json!(r.get(&self.cols[ci].name));
+                }
+                Some(t.to_string())
+            }
+            _ => None,
+        };
+        let cursor = if next.is_none() {
+            match (max_cursor, since) {
+                (Some(m), _) => Some(Cursor(json!({ "v": m }))),
+                (None, Some(prev)) => Some(prev.clone()),
+                (None, None) => None,
+            }
+        } else {
+            None
+        };
+        Ok(Page {
+            records,
+            next,
+            cursor,
+        })
+    }
+
+    async fn read_by_ids(&self, ids: &[String]) -> Result<Vec<Record>, ConnectorError> {
+        let pkq = self.q(&self.cols[self.pk].name);
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let phs = (1..=chunk.len())
+                .map(|n| self.flavor.ph(n))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {pkq} IN ({phs})",
+                self.select_list, self.source
+            );
+            let params: Vec<(usize, Value)> = chunk
+                .iter()
+                .map(|id| (self.pk, self.pk_value(id)))
+                .collect();
+            out.extend(self.fetch(&sql, &params).await?);
+        }
+        Ok(out)
+    }
+
+    async fn list_ids(&self) -> Result<Vec<String>, ConnectorError> {
+        let pkq = self.q(&self.cols[self.pk].name);
+        let sql = format!("SELECT {pkq} FROM {}", self.source);
+        let col = self.cols[self.pk].clone();
+        on_pool!(&self.pool, |p, dec| {
+            let rows = sqlx::query(&sql)
+                .fetch_all(p)
+                .await
+                .map_err(|e| call_error(&format!("listing ids of {}", self.name), e))?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| dec(r, 0, &col).ok().and_then(|v| v.to_text()))
+                .collect())
+        })
+    }
+
+    async fn find(&self, conditions: &[(String, Value)]) -> Result<Vec<Record>, ConnectorError> {
+        let mut wheres = Vec::new();
+        let mut params = Vec::new();
+        for (f, v) in conditions {
+            let Some(ci) = self.cols.iter().position(|c| &c.name == f) else {
+                return Ok(Vec::new());
+            };
+            let Ok(v) = v.convert(&self.cols[ci].ty, f) else {
+                return Ok(Vec::new());
+            };
+            if v.is_empty() {
+                wheres.push(format!("{} IS NULL", self.q(f)));
+            } else {
+                params.push((ci, v));
+                wheres.push(format!(
+                    "{} = {}",
+                    self.q(f),
+                    self.cols[ci].write_expr(self.flavor, params.len())
+                ));
+            }
+        }
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} LIMIT 10",
+            self.select_list,
+            self.source,
+            if wheres.is_empty() {
+                "1=1".to_string()
+            } else {
+                wheres.join(" AND ")
+            }
+        );
+        self.fetch(&sql, &params).await
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        if !self.writable {
+            return Err(ConnectorError::config(format!(
+                "{} is a named query and cannot be written; make the sync one-way away from it",
+                self.name
+            )));
+        }
+        let mut out: Vec<Option<WriteOutcome>> = vec![None; ops.len()];
+        let mut prepared: Vec<(usize, Prepared)> = Vec::new();
+        for (i, op) in ops.into_iter().enumerate() {
+            match self.prepare(op) {
+                Ok(p) => prepared.push((i, p)),
+                Err(f) => out[i] = Some(WriteOutcome::Failed(f)),
+            }
+        }
+        let refs: Vec<&Prepared> = prepared.iter().map(|(_, p)| p).collect();
+        match self.apply(&refs).await {
+            Ok(results) => {
+                for ((i, _), r) in prepared.iter().zip(results) {
+                    out[*i] = Some(r);
+                }
+            }
+            Err(e) if is_connection_error(&e) => {
+                return Err(call_error(&format!("writing {}", self.name), e))
+            }
+            Err(_) => {
+                // Isolate the failing rows: each write in its own transaction.
+                for (i, p) in &prepared {
+                    out[*i] = Some(match self.apply(&[p]).await {
+                        Ok(mut r) => r.remove(0),
+                        Err(e) if is_connection_error(&e) => {
+                            return Err(call_error(&format!("writing {}", self.name), e))
+                        }
+                        Err(e) => WriteOutcome::Failed(row_failure(&self.name, &e)),
+                    });
+                }
+            }
+        }
+        Ok(out.into_iter().map(|o| o.expect("outcome")).collect())
+    }
+}
+
+async fn discover(
+    pool: &Pool,
+    flavor: Flavor,
+    object: &str,
+) -> Result<Vec<Column>, ConnectorError> {
+    let (schema, table) = split_schema(object);
+    let err = |e| call_error(&format!("discovering {object}"), e);
+    Ok(match pool {
+        Pool::Pg(p) => {
+            let enums: Vec<(String, String)> = sqlx::query_as(
+                "SELECT t.typname::text, e.enumlabel::text FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid ORDER BY t.typname, e.enumsortorder",
+            )
+            .fetch_all(p)
+            .await
+            .map_err(err)?;
+            let rows = sqlx::query(
+                "SELECT c.column_name::text AS name, c.data_type::text AS data_type, c.udt_name::text AS udt,
+                        (c.is_nullable = 'YES') AS nullable, c.column_default::text AS dflt,
+                        (c.is_identity = 'YES') AS ident, c.character_maximum_length::int8 AS maxlen,
+                        c.numeric_scale::int8 AS scale, (c.is_generated = 'ALWAYS') AS generated
+                 FROM information_schema.columns c
+                 WHERE c.table_schema = COALESCE($1, current_schema()) AND c.table_name = $2
+                 ORDER BY c.ordinal_position",
+            )
+            .bind(schema.clone())
+            .bind(&table)
+            .fetch_all(p)
+            .await
+            .map_err(err)?;
+            let pks: Vec<String> = sqlx::query_scalar(
+                "SELECT a.attname::text FROM pg_index i
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                 WHERE i.indrelid = to_regclass($1)::oid AND i.indisprimary",
+            )
+            .bind(flavor.quote(object))
+            .fetch_all(p)
+            .await
+            .map_err(err)?;
+            let mut cols = Vec::new();
+            for r in rows {
+                let name: String = r.try_get("name").map_err(err)?;
+                let udt: String = r.try_get("udt").map_err(err)?;
+                let opts: Vec<String> = enums
+                    .iter()
+                    .filter(|(t, _)| *t == udt)
+                    .map(|(_, l)| l.clone())
+                    .collect();
+                let mut c = crate::column::pg_column(
+                    &name,
+                    &r.try_get::<String, _>("data_type").map_err(err)?,
+                    &udt,
+                    r.try_get("maxlen").map_err(err)?,
+                    r.try_get("scale").map_err(err)?,
+                    (!opts.is_empty()).then_some(opts),
+                );
+                let dflt: Option<String> = r.try_get("dflt").map_err(err)?;
+                let ident: bool = r.try_get("ident").map_err(err)?;
+                c.nullable = r.try_get("nullable").map_err(err)?;
+                c.generated = r.try_get("generated").map_err(err)?;
+                c.auto = ident || dflt.as_deref().is_some_and(|d| d.starts_with("nextval("));
+                c.has_default = dflt.is_some() || ident;
+                if pks.contains(&name) {
+                    c.native = format!("pk:{}", c.native);
+                }
+                cols.push(c);
+            }
+            cols
+        }
+        Pool::My(p) => {
+            let rows = sqlx::query(
+                "SELECT CAST(COLUMN_NAME AS CHAR) AS name, CAST(DATA_TYPE AS CHAR) AS data_type,
+                        CAST(COLUMN_TYPE AS CHAR) AS column_type, CAST(IS_NULLABLE AS CHAR) AS nullable,
+                        CAST(COLUMN_DEFAULT AS CHAR) AS dflt, CAST(EXTRA AS CHAR) AS extra,
+                        CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED) AS maxlen, CAST(NUMERIC_SCALE AS SIGNED) AS scale,
+                        CAST(COLUMN_KEY AS CHAR) AS ckey
+                 FROM information_schema.COLUMNS
+                 WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
+                 ORDER BY ORDINAL_POSITION",
+            )
+            .bind(schema)
+            .bind(&table)
+            .fetch_all(p)
+            .await
+            .map_err(err)?;
+            let mut cols = Vec::new();
+            for r in rows {
+                let name: String = r.try_get("name").map_err(err)?;
+                let data_type: String = r.try_get("data_type").map_err(err)?;
+                let column_type: String = r.try_get("column_type").map_err(err)?;
+                let mut c = crate::column::mysql_column(
+                    &name,
+                    &data_type,
+                    &column_type,
+                    r.try_get("maxlen").map_err(err)?,
+                    r.try_get("scale").map_err(err)?,
+                );
+                let extra: String = r
+                    .try_get::<Option<String>, _>("extra")
+                    .map_err(err)?
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                let dflt: Option<String> = r.try_get("dflt").map_err(err)?;
+                c.nullable = r.try_get::<String, _>("nullable").map_err(err)? == "YES";
+                c.auto = extra.contains("auto_increment");
+                c.generated = extra.contains("generated")
+                    || extra.contains("virtual")
+                    || extra.contains("stored");
+                c.has_default = c.auto || dflt.is_some_and(|d| d != "NULL" || c.nullable);
+                if r.try_get::<String, _>("ckey").map_err(err)? == "PRI" {
+                    c.native = format!("pk:{}", c.native);
+                }
+                cols.push(c);
+            }
+            cols
+        }
+        Pool::Lite(p) => {
+            let rows = sqlx::query(
+                "SELECT name, type, \"notnull\" AS nn, dflt_value, pk FROM pragma_table_info($1)",
+            )
+            .bind(&table)
+            .fetch_all(p)
+            .await
+            .map_err(err)?;
+            let npk = rows
+                .iter()
+                .filter(|r| r.try_get::<i64, _>("pk").unwrap_or(0) > 0)
+                .count();
+            let mut cols = Vec::new();
+            for r in rows {
+                let name: String = r.try_get("name").map_err(err)?;
+                let declared: String = r.try_get("type").map_err(err)?;
+                let mut c = crate::column::sqlite_column(&name, &declared);
+                let pk = r.try_get::<i64, _>("pk").map_err(err)? > 0;
+                c.nullable = r.try_get::<i64, _>("nn").map_err(err)? == 0 && !pk;
+                c.has_default = r
+                    .try_get::<Option<String>, _>("dflt_value")
+                    .map_err(err)?
+                    .is_some();
+                // INTEGER PRIMARY KEY is the rowid: SQLite assigns it.
+                c.auto = pk && npk == 1 && declared.eq_ignore_ascii_case("INTEGER");
+                if pk {
+                    c.native = format!("pk:{}", c.native);
+                }
+                cols.push(c);
+            }
+            cols
+        }
+    })
+}
+
+async fn describe_query(
+    pool: &Pool,
+    flavor: Flavor,
+    sql: &str,
+) -> Result<Vec<Column>, ConnectorError> {
+    let err = |e| call_error("describing the named query", e);
+    let cols: Vec<(String, String)> = match pool {
+        Pool::Pg(p) => p
+            .describe(sql)
+            .await
+            .map_err(err)?
+            .columns
+            .iter()
+            .map(|c| {
+                (
+                    sqlx::Column::name(c).to_string(),
+                    sqlx::Column::type_info(c).name().to_string(),
+                )
+            })
+            .collect(),
+        Pool::My(p) => p
+            .describe(sql)
+            .await
+            .map_err(err)?
+            .columns
+            .iter()
+            .map(|c| {
+                (
+                    sqlx::Column::name(c).to_string(),
+                    sqlx::Column::type_info(c).name().to_string(),
+                )
+            })
+            .collect(),
+        Pool::Lite(p) => p
+            .describe(sql)
+            .await
+            .map_err(err)?
+            .columns
+            .iter()
+            .map(|c| {
+                (
+                    sqlx::Column::name(c).to_string(),
+                    sqlx::Column::type_info(c).name().to_string(),
+                )
+            })
+            .collect(),
+    };
+    Ok(cols
+        .into_iter()
+        .map(|(name, ty)| {
+            let t = ty.to_ascii_lowercase();
+            match flavor {
+                Flavor::Postgres => {
+                    let dt = match t.as_str() {
+                        "int2" => "smallint",
+                        "int4" => "integer",
+                        "int8" => "bigint",
+                        "numeric" => "numeric",
+                        "float4" => "real",
+                        "float8" => "double precision",
+                        "bool" => "boolean",
+                        "date" => "date",
+                        "timestamptz" => "timestamp with time zone",
+                        "timestamp" => "timestamp without time zone",
+                        "text" | "varchar" | "bpchar" | "name" => "text",
+                        _ => "USER-DEFINED",
+                    };
+                    let mut c = crate::column::pg_column(&name, dt, &t, None, None, None);
+                    c.pg_cast = None;
+                    c
+                }
+                Flavor::Mysql => {
+                    let dt = if t == "boolean" {
+                        "tinyint"
+                    } else {
+                        t.split_whitespace().next().unwrap_or("")
+                    };
+                    let ct = if t == "boolean" {
+                        "tinyint(1)".to_string()
+                    } else {
+                        t.clone()
+                    };
+                    crate::column::mysql_column(&name, dt, &ct, None, None)
+                }
+                Flavor::Sqlite => crate::column::sqlite_column(&name, &ty),
+            }
+        })
+        .collect())
+}
