@@ -100,6 +100,7 @@ impl SqlTable {
                 (cols, flavor.quote(&spec.object), true, spec.object.clone())
             }
         };
+        let mut cols = cols;
         let find = |n: &str| cols.iter().position(|c| c.name == n);
         let pk = match &spec.key {
             Some(k) => find(k).ok_or_else(|| {
@@ -127,7 +128,6 @@ impl SqlTable {
                 }
             }
         };
-        let mut cols = cols;
         for c in &mut cols {
             if let Some(n) = c.native.strip_prefix("pk:") {
                 c.native = n.to_string();
@@ -135,6 +135,16 @@ impl SqlTable {
         }
         let cursor = match &spec.cursor {
             Some(cname) => {
+                // SQLite keeps timestamps as text: such a column is a timestamp cursor.
+                if flavor == Flavor::Sqlite {
+                    if let Some(c) = cols
+                        .iter_mut()
+                        .find(|c| &c.name == cname && c.kind == Kind::Text)
+                    {
+                        c.kind = Kind::Timestamp;
+                        c.ty = puente_core::FieldType::DateTime;
+                    }
+                }
                 let i = cols.iter().position(|c| &c.name == cname).ok_or_else(|| {
                     ConnectorError::config(format!(
                         "{name}: cursor column {cname} does not exist; columns are {}",
@@ -195,6 +205,28 @@ impl SqlTable {
             schema,
             select_list,
         })
+    }
+
+    /// The cursor column as compared and ordered: SQLite's text timestamps
+    /// through julianday(), so differently written times still order.
+    fn cursor_expr(&self, ci: usize) -> String {
+        let q = self.q(&self.cols[ci].name);
+        match (self.flavor, self.cols[ci].kind) {
+            (Flavor::Sqlite, Kind::Timestamp | Kind::TimestampTz | Kind::Date) => {
+                format!("julianday({q})")
+            }
+            _ => q,
+        }
+    }
+
+    /// The `n`th placeholder standing for a cursor value, compared like the column.
+    fn cursor_param(&self, ci: usize, n: usize) -> String {
+        match (self.flavor, self.cols[ci].kind) {
+            (Flavor::Sqlite, Kind::Timestamp | Kind::TimestampTz | Kind::Date) => {
+                format!("julianday({})", self.flavor.ph(n))
+            }
+            _ => self.flavor.ph(n),
+        }
     }
 
     fn q(&self, ident: &str) -> String {
@@ -566,12 +598,16 @@ impl Object for SqlTable {
         let f = self.flavor;
         let (sql, params): (String, Vec<(usize, Value)>) = match (self.cursor, since) {
             (Some(ci), Some(cur)) => {
-                let cq = self.q(&self.cols[ci].name);
+                let cq = self.cursor_expr(ci);
                 match (token.get("c").and_then(val), token.get("k").and_then(val)) {
                     (Some(c), Some(k)) => (
                         format!(
                             "SELECT {} FROM {} WHERE ({cq} > {} OR ({cq} = {} AND {pkq} > {})) ORDER BY {cq}, {pkq} LIMIT {limit}",
-                            self.select_list, self.source, f.ph(1), f.ph(2), f.ph(3)
+                            self.select_list,
+                            self.source,
+                            self.cursor_param(ci, 1),
+                            self.cursor_param(ci, 2),
+                            f.ph(3)
                         ),
                         vec![(ci, c.clone()), (ci, c), (self.pk, k)],
                     ),
@@ -584,7 +620,9 @@ impl Object for SqlTable {
                         (
                             format!(
                                 "SELECT {} FROM {} WHERE {cq} >= {} ORDER BY {cq}, {pkq} LIMIT {limit}",
-                                self.select_list, self.source, f.ph(1)
+                                self.select_list,
+                                self.source,
+                                self.cursor_param(ci, 1)
                             ),
                             vec![(ci, from)],
                         )

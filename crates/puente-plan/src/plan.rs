@@ -579,7 +579,7 @@ fn filter_reason(spec: &SyncSpec, side: Side) -> String {
 }
 
 /// The normalised match key of a record, `None` when a key field is empty.
-fn key_of(spec: &SyncSpec, side: Side, fields: &Fields) -> Option<String> {
+pub fn key_of(spec: &SyncSpec, side: Side, fields: &Fields) -> Option<String> {
     if spec.keys.is_empty() {
         return None;
     }
@@ -601,8 +601,9 @@ fn missing_key_field<'s>(spec: &'s SyncSpec, side: Side, fields: &Fields) -> &'s
         .unwrap_or("?")
 }
 
-/// The mapped fields of a record, as its side names them.
-fn mapped(spec: &SyncSpec, side: Side, fields: &Fields) -> Fields {
+/// The mapped fields of a record, as its side names them: what Puente keeps
+/// as that side's seen values.
+pub fn mapped(spec: &SyncSpec, side: Side, fields: &Fields) -> Fields {
     spec.fields
         .iter()
         .map(|fm| {

@@ -1,1 +1,438 @@
-fn main() {}
+//! `puente`: keep CRMs and databases in sync. The CLI is thin: it parses
+//! flags, calls the engine, and prints.
+
+mod demo;
+mod output;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use puente_core::{Side, Value};
+use puente_engine::{config, Engine, Progress, RunOptions};
+use puente_plan::Resolution;
+use puente_state::RecordFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "puente",
+    version,
+    about = "Keep CRMs, databases and files in sync"
+)]
+struct Cli {
+    /// The config file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "puente.toml",
+        env = "PUENTE_CONFIG"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the config: every problem with its file, line and fix.
+    Validate {
+        /// Check the file only, without connecting to the systems.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Run one pass of the named syncs (default: all enabled).
+    Sync {
+        names: Vec<String>,
+        /// Show the exact creates, updates and deletes; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Ignore cursors and check deletes now (a full reconciliation).
+        #[arg(long)]
+        full: bool,
+    },
+    /// Per sync: in sync, failed (by category), excluded, deleted, waiting, last run.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The records view, exportable.
+    Records {
+        #[arg(long)]
+        sync: Option<String>,
+        #[arg(long, value_parser = ["in_sync", "failed", "excluded", "deleted", "waiting"])]
+        status: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[arg(long)]
+        limit: Option<i64>,
+    },
+    /// Recreate on a side the records deleted there, and link them again.
+    Restore {
+        #[arg(long)]
+        sync: String,
+        #[arg(long, value_parser = ["a", "b"])]
+        side: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The conflict inbox (conflicts held by a `manual` policy).
+    Conflicts {
+        #[command(subcommand)]
+        action: Option<ConflictAction>,
+        #[arg(long)]
+        sync: Option<String>,
+        /// Include settled conflicts.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run history.
+    Runs {
+        #[arg(long)]
+        sync: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// A self-contained example: two SQLite databases kept in sync, offline.
+    Demo {
+        /// Where the demo keeps its files.
+        #[arg(long, default_value = ".puente/demo")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConflictAction {
+    /// Settle a conflict: take a's value, b's value, or a value of your own.
+    Resolve {
+        id: i64,
+        #[arg(long)]
+        take: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PUENTE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(path: &PathBuf) -> Result<config::Config> {
+    config::load(path).map_err(|diags| {
+        anyhow!(
+            "{}",
+            diags
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
+async fn engine(path: &PathBuf) -> Result<Engine> {
+    let cfg = load(path)?;
+    for w in &cfg.warnings {
+        eprintln!("{w}");
+    }
+    Ok(Engine::open(cfg).await?)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate { offline } => {
+            let cfg = match config::load(&cli.config) {
+                Ok(c) => c,
+                Err(diags) => {
+                    for d in &diags {
+                        println!("{d}");
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let mut diags = cfg.warnings.clone();
+            if !offline {
+                let e = Engine::open(cfg.clone()).await?;
+                diags.extend(e.validate_live().await);
+            }
+            for d in &diags {
+                println!("{d}");
+            }
+            let errors = diags.iter().filter(|d| !d.warning).count();
+            if errors > 0 {
+                println!("{errors} error(s)");
+                return Ok(ExitCode::from(1));
+            }
+            println!(
+                "{}: ok ({} syncs, {} warnings)",
+                cli.config.display(),
+                cfg.syncs.len(),
+                diags.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync {
+            names,
+            dry_run,
+            json,
+            full,
+        } => {
+            let e = engine(&cli.config).await?;
+            let (reports, failures) = sync(&e, &names, dry_run, full).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "syncs": reports }))?
+                );
+            } else {
+                output::print_reports(&reports);
+            }
+            for f in &failures {
+                eprintln!("error: {f}");
+            }
+            Ok(if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Status { json } => {
+            let e = engine(&cli.config).await?;
+            output::status(&e, json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Records {
+            sync,
+            status,
+            category,
+            format,
+            limit,
+        } => {
+            let e = engine(&cli.config).await?;
+            if let Some(s) = &sync {
+                if e.config.sync(s).is_none() {
+                    bail!("no sync named {s}; syncs are: {}", names_of(&e));
+                }
+            }
+            let rows = e
+                .state
+                .records(&RecordFilter {
+                    sync,
+                    status,
+                    category,
+                    limit,
+                })
+                .await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Format::Csv => output::records_csv(&rows, std::io::stdout())?,
+                Format::Table => output::records_table(&rows),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            sync,
+            side,
+            dry_run,
+        } => {
+            let e = engine(&cli.config).await?;
+            let def = e
+                .config
+                .sync(&sync)
+                .cloned()
+                .ok_or_else(|| anyhow!("no sync named {sync}; syncs are: {}", names_of(&e)))?;
+            let side = Side::parse(&side).expect("clap checked");
+            let r = e.restore(&def, side, dry_run).await?;
+            if dry_run {
+                println!("{} record(s) would be recreated on {side}:", r.plan.len());
+                for line in &r.plan {
+                    println!("  {line}");
+                }
+            } else {
+                println!("restored {} record(s) on {side}", r.restored.len());
+                for (old, new) in &r.restored {
+                    println!("  {side}:{old} → {side}:{new}");
+                }
+                for (old, why) in &r.failed {
+                    println!("  failed {side}:{old}: {why}");
+                }
+            }
+            Ok(if r.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Conflicts {
+            action,
+            sync,
+            all,
+            json,
+        } => {
+            let e = engine(&cli.config).await?;
+            match action {
+                None => {
+                    let rows = e.state.conflicts(sync.as_deref(), !all).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                    } else {
+                        output::conflicts_table(&rows);
+                    }
+                }
+                Some(ConflictAction::Resolve { id, take }) => {
+                    let res = match take.as_str() {
+                        "a" => Resolution::Take(Side::A),
+                        "b" => Resolution::Take(Side::B),
+                        v => Resolution::Value(Value::text(v)),
+                    };
+                    let sync_name = e.state.resolve_conflict(id, &res).await?;
+                    println!("conflict {id} settled; applying it with a run of {sync_name}");
+                    let (reports, failures) = crate::sync(&e, &[sync_name], false, false).await?;
+                    output::print_reports(&reports);
+                    if let Some(f) = failures.first() {
+                        bail!("{f}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs { sync, limit } => {
+            let e = engine(&cli.config).await?;
+            for r in e.state.runs(sync.as_deref(), limit).await? {
+                println!(
+                    "#{:<5} {:<16} {:<8} {}  {}",
+                    r.id,
+                    r.sync,
+                    r.status,
+                    r.started_at,
+                    r.error.unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir } => demo::run(&dir).await,
+    }
+}
+
+fn names_of(e: &Engine) -> String {
+    e.config
+        .syncs
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs the named syncs (or all enabled) in dependency order, with a
+/// progress bar on a terminal for runs longer than a second.
+pub async fn sync(
+    e: &Engine,
+    names: &[String],
+    dry_run: bool,
+    full: bool,
+) -> Result<(Vec<puente_engine::SyncReport>, Vec<String>)> {
+    for n in names {
+        if e.config.sync(n).is_none() {
+            bail!("no sync named {n}; syncs are: {}", names_of(e));
+        }
+    }
+    let defs: Vec<_> = e
+        .config
+        .syncs
+        .iter()
+        .filter(|s| {
+            if names.is_empty() {
+                s.enabled
+            } else {
+                names.contains(&s.name)
+            }
+        })
+        .cloned()
+        .collect();
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg}").context("progress style")?);
+    let started = Instant::now();
+    if std::io::stdout().is_terminal() {
+        let b = bar.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if !b.is_finished() {
+                b.set_draw_target(ProgressDrawTarget::stderr());
+                b.enable_steady_tick(Duration::from_millis(120));
+            }
+        });
+    }
+    let b = bar.clone();
+    let progress: puente_engine::ProgressFn = Arc::new(move |p: Progress| {
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let msg = match p {
+            Progress::Reading {
+                sync,
+                side,
+                records,
+            } => format!(
+                "{sync}: reading {side}: {records} records ({:.0} records/s)",
+                records as f64 / secs
+            ),
+            Progress::Planned {
+                sync,
+                items,
+                writes,
+            } => format!("{sync}: planned {items} records, {writes} writes"),
+            Progress::Applying { sync, done, total } => format!(
+                "{sync}: applied {done}/{total} ({:.0} records/s)",
+                done as f64 / secs
+            ),
+        };
+        b.set_message(msg);
+    });
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for def in defs {
+        let opts = RunOptions {
+            dry_run,
+            full,
+            progress: Some(progress.clone()),
+        };
+        match e.run(&def, &opts).await {
+            Ok(r) => reports.push(r),
+            Err(err) => failures.push(format!("sync {}: {err}", def.name)),
+        }
+    }
+    bar.finish_and_clear();
+    Ok((reports, failures))
+}

@@ -1,0 +1,913 @@
+//! `puente.toml`: parsing, and static checks that name the file, the line
+//! and the fix. Checks that need the systems themselves (do the fields
+//! exist? do the picklists agree?) are in `compile`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use puente_core::normalize::KeyNormalizer;
+use puente_core::FieldType;
+use puente_plan::{ConflictPolicy, DeletePolicy, Direction, Expr};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One problem in a config file, located.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+    pub fix: Option<String>,
+    /// Warnings do not stop a run.
+    pub warning: bool,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = if self.warning { "warning: " } else { "" };
+        write!(f, "{}:{}: {level}{}", self.file, self.line, self.message)?;
+        if let Some(fix) = &self.fix {
+            write!(f, "\n  fix: {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A secret (or a URL that may hold one): inline, or a reference.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Secret {
+    Inline(String),
+    Env { env: String },
+    File { file: PathBuf },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub state: Option<RawState>,
+    #[serde(default)]
+    pub connections: BTreeMap<String, Spanned<RawConnection>>,
+    #[serde(default)]
+    pub syncs: Vec<Spanned<RawSync>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub url: Spanned<Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnection {
+    pub kind: Spanned<String>,
+    pub url: Option<Spanned<Secret>>,
+    pub dir: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    pub connection: Spanned<String>,
+    pub object: Spanned<String>,
+    pub cursor: Option<Spanned<String>>,
+    pub query: Option<String>,
+    pub key: Option<String>,
+    pub overlap_secs: Option<u64>,
+    pub page_size: Option<usize>,
+    pub filter: Option<Spanned<String>>,
+    pub delimiter: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub a: Spanned<String>,
+    pub b: Spanned<String>,
+    pub normalize: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawField {
+    pub a: Spanned<String>,
+    pub b: Spanned<String>,
+    pub direction: Option<Spanned<String>>,
+    pub values: Option<Spanned<BTreeMap<String, String>>>,
+    pub owner: Option<Spanned<String>>,
+    #[serde(rename = "type")]
+    pub ty: Option<Spanned<String>>,
+    pub a_to_b: Option<Spanned<String>>,
+    pub b_to_a: Option<Spanned<String>>,
+    #[serde(rename = "ref")]
+    pub parent: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSync {
+    pub name: Spanned<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub direction: Option<Spanned<String>>,
+    pub winner: Option<Spanned<String>>,
+    pub conflict: Option<Spanned<String>>,
+    pub a: Spanned<RawEndpoint>,
+    pub b: Spanned<RawEndpoint>,
+    #[serde(rename = "match", default)]
+    pub match_: Vec<Spanned<RawMatch>>,
+    #[serde(default)]
+    pub fields: Vec<Spanned<RawField>>,
+    pub deletes: Option<Spanned<String>>,
+    pub delete_check_interval_secs: Option<u64>,
+    pub phone_region: Option<String>,
+    pub batch_size: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How a connection reaches its system, secrets resolved.
+#[derive(Clone, Debug)]
+pub enum ConnectionDef {
+    Sql { kind: String, url: String },
+    Csv { dir: PathBuf },
+}
+
+/// One field mapping, checked.
+#[derive(Clone, Debug)]
+pub struct FieldDef {
+    pub a: String,
+    pub b: String,
+    pub direction: Direction,
+    pub values: BTreeMap<String, String>,
+    pub owner: Option<puente_core::Side>,
+    pub ty: Option<FieldType>,
+    pub a_to_b: Option<Expr>,
+    pub b_to_a: Option<Expr>,
+    pub parent: Option<String>,
+    pub line: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct EndpointDef {
+    pub connection: String,
+    pub spec: puente_core::ObjectSpec,
+    pub filter: Option<Expr>,
+    pub line: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct MatchDef {
+    pub a: String,
+    pub b: String,
+    pub normalizer: KeyNormalizer,
+    pub line: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct SyncDef {
+    pub name: String,
+    pub enabled: bool,
+    pub direction: Direction,
+    pub winner: puente_core::Side,
+    pub policy: ConflictPolicy,
+    pub a: EndpointDef,
+    pub b: EndpointDef,
+    pub keys: Vec<MatchDef>,
+    pub fields: Vec<FieldDef>,
+    pub deletes: DeletePolicy,
+    pub delete_check_interval_secs: u64,
+    pub phone_region: Option<String>,
+    pub batch_size: Option<usize>,
+    pub line: usize,
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub state_url: String,
+    pub connections: BTreeMap<String, ConnectionDef>,
+    /// In dependency order: a sync comes after the syncs its references name.
+    pub syncs: Vec<SyncDef>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Config {
+    pub fn sync(&self, name: &str) -> Option<&SyncDef> {
+        self.syncs.iter().find(|s| s.name == name)
+    }
+}
+
+struct Checker<'a> {
+    file: String,
+    src: &'a str,
+    base: PathBuf,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.src[..offset.min(self.src.len())].matches('\n').count() + 1
+    }
+
+    fn err<T>(
+        &mut self,
+        span: &Spanned<T>,
+        message: impl Into<String>,
+        fix: impl Into<Option<String>>,
+    ) {
+        let line = self.line(span.span().start);
+        self.errors.push(Diagnostic {
+            file: self.file.clone(),
+            line,
+            message: message.into(),
+            fix: fix.into(),
+            warning: false,
+        });
+    }
+
+    fn warn<T>(
+        &mut self,
+        span: &Spanned<T>,
+        message: impl Into<String>,
+        fix: impl Into<Option<String>>,
+    ) {
+        let line = self.line(span.span().start);
+        self.warnings.push(Diagnostic {
+            file: self.file.clone(),
+            line,
+            message: message.into(),
+            fix: fix.into(),
+            warning: true,
+        });
+    }
+
+    fn secret(&mut self, s: &Spanned<Secret>, what: &str) -> Option<String> {
+        match s.get_ref() {
+            Secret::Inline(v) => {
+                if v.contains("://") && puente_sql_has_password(v) {
+                    self.warn(
+                        s,
+                        format!("{what} holds a password inline"),
+                        Some(format!(
+                            "write {what} = {{ env = \"VAR\" }} and put the url in that variable"
+                        )),
+                    );
+                }
+                Some(v.clone())
+            }
+            Secret::Env { env } => match std::env::var(env) {
+                Ok(v) if !v.is_empty() => Some(v),
+                _ => {
+                    self.err(
+                        s,
+                        format!("{what}: environment variable {env} is not set"),
+                        Some(format!("export {env}=… before running puente")),
+                    );
+                    None
+                }
+            },
+            Secret::File { file } => {
+                let path = self.base.join(file);
+                match std::fs::read_to_string(&path) {
+                    Ok(v) => Some(v.trim().to_string()),
+                    Err(e) => {
+                        self.err(
+                            s,
+                            format!("{what}: cannot read {}: {e}", path.display()),
+                            Some(
+                                "create the file or fix its path (relative to the config file)"
+                                    .into(),
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn puente_sql_has_password(url: &str) -> bool {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => url[s + 3..at].contains(':'),
+        _ => false,
+    }
+}
+
+fn parse_enum<T>(
+    c: &mut Checker<'_>,
+    v: &Option<Spanned<String>>,
+    what: &str,
+    options: &[&str],
+    parse: impl Fn(&str) -> Option<T>,
+    default: T,
+) -> T {
+    match v {
+        None => default,
+        Some(s) => match parse(s.get_ref()) {
+            Some(t) => t,
+            None => {
+                c.err(
+                    s,
+                    format!(
+                        "{what} {:?} is not one of {}",
+                        s.get_ref(),
+                        options.join(", ")
+                    ),
+                    Some(format!("write one of: {}", options.join(", "))),
+                );
+                default
+            }
+        },
+    }
+}
+
+/// The normaliser a match key gets when the config names none.
+pub fn infer_normalizer(a: &str, b: &str) -> KeyNormalizer {
+    let n = format!("{a} {b}").to_ascii_lowercase();
+    if n.contains("email") || n.contains("e_mail") {
+        KeyNormalizer::Email
+    } else if n.contains("phone") || n.contains("mobile") {
+        KeyNormalizer::Phone
+    } else if n.contains("domain") || n.contains("website") || n.contains("url") {
+        KeyNormalizer::Domain
+    } else if n.contains("name") {
+        KeyNormalizer::Text
+    } else {
+        KeyNormalizer::Exact
+    }
+}
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let file = path.display().to_string();
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        vec![Diagnostic {
+            file: file.clone(),
+            line: 0,
+            message: format!("cannot read the config: {e}"),
+            fix: Some("create it (see examples/ and docs/config.md) or pass --config FILE".into()),
+            warning: false,
+        }]
+    })?;
+    parse(&src, path)
+}
+
+/// Parses and checks config text; `path` names it in messages and anchors
+/// relative paths.
+pub fn parse(src: &str, path: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let file = path.display().to_string();
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let raw: RawConfig = toml::from_str(src).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| src[..s.start.min(src.len())].matches('\n').count() + 1)
+            .unwrap_or(0);
+        let msg = e.message().to_string();
+        let fix = if msg.contains("unknown field") {
+            Some("remove or correct the key; docs/config.md lists every key".to_string())
+        } else if msg.contains("missing field") {
+            Some("add the key; docs/config.md shows a complete example".to_string())
+        } else {
+            None
+        };
+        vec![Diagnostic {
+            file: file.clone(),
+            line,
+            message: msg.replace('\n', " ").trim().to_string(),
+            fix,
+            warning: false,
+        }]
+    })?;
+    let mut c = Checker {
+        file: file.clone(),
+        src,
+        base: base.clone(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+
+    let state_url = match &raw.state {
+        Some(s) => c.secret(&s.url, "state.url").unwrap_or_default(),
+        None => "sqlite://.puente/state.db".to_string(),
+    };
+    let state_url = anchor_sqlite(&state_url, &base);
+
+    let mut connections = BTreeMap::new();
+    for (name, conn) in &raw.connections {
+        let kind = conn.get_ref().kind.get_ref().as_str();
+        match kind {
+            "postgres" | "mysql" | "mariadb" | "sqlite" => {
+                let Some(url) = &conn.get_ref().url else {
+                    c.err(
+                        conn,
+                        format!("connection {name} ({kind}) has no url"),
+                        Some(format!(
+                            "add url = \"{kind}://…\" or url = {{ env = \"VAR\" }}"
+                        )),
+                    );
+                    continue;
+                };
+                if let Some(u) = c.secret(url, &format!("connections.{name}.url")) {
+                    let expected = if kind == "mariadb" { "mysql" } else { kind };
+                    let scheme_ok = u.starts_with(&format!("{expected}:"))
+                        || (kind == "postgres" && u.starts_with("postgresql:"))
+                        || (expected == "mysql" && u.starts_with("mariadb:"));
+                    if !scheme_ok {
+                        c.err(url, format!("connection {name} is kind {kind} but its url does not start with {expected}://"), Some("make the kind and the url agree".to_string()));
+                    }
+                    connections.insert(
+                        name.clone(),
+                        ConnectionDef::Sql {
+                            kind: kind.to_string(),
+                            url: anchor_sqlite(&u, &base),
+                        },
+                    );
+                }
+            }
+            "csv" => {
+                let dir = conn
+                    .get_ref()
+                    .dir
+                    .as_ref()
+                    .map(|d| d.get_ref().clone())
+                    .unwrap_or_else(|| ".".into());
+                connections.insert(
+                    name.clone(),
+                    ConnectionDef::Csv {
+                        dir: base.join(dir),
+                    },
+                );
+            }
+            other => c.err(
+                &conn.get_ref().kind,
+                format!("connection {name}: unknown kind {other:?}"),
+                Some("use one of: postgres, mysql, sqlite, csv".into()),
+            ),
+        }
+    }
+
+    let mut names = BTreeSet::new();
+    let mut syncs = Vec::new();
+    for s in &raw.syncs {
+        let r = s.get_ref();
+        let name = r.name.get_ref().clone();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_alphanumeric() || ch == '_' || ch == '-')
+        {
+            c.err(
+                &r.name,
+                format!("sync name {name:?} must be letters, digits, - or _"),
+                Some("rename the sync".to_string()),
+            );
+        }
+        if !names.insert(name.clone()) {
+            c.err(
+                &r.name,
+                format!("a second sync is named {name}"),
+                Some("give every sync its own name".to_string()),
+            );
+        }
+        let direction = parse_enum(
+            &mut c,
+            &r.direction,
+            "direction",
+            &["two-way", "a-to-b", "b-to-a"],
+            Direction::parse,
+            Direction::TwoWay,
+        );
+        let winner = parse_enum(
+            &mut c,
+            &r.winner,
+            "winner",
+            &["a", "b"],
+            puente_core::Side::parse,
+            puente_core::Side::A,
+        );
+        let policy = parse_enum(
+            &mut c,
+            &r.conflict,
+            "conflict",
+            &["winner", "newest", "manual"],
+            ConflictPolicy::parse,
+            ConflictPolicy::Winner,
+        );
+        let deletes = parse_enum(
+            &mut c,
+            &r.deletes,
+            "deletes",
+            &["keep", "propagate"],
+            |s| match s {
+                "keep" => Some(DeletePolicy::Keep),
+                "propagate" => Some(DeletePolicy::Propagate),
+                _ => None,
+            },
+            DeletePolicy::Keep,
+        );
+        let endpoint = |c: &mut Checker<'_>, e: &Spanned<RawEndpoint>, side: &str| -> EndpointDef {
+            let er = e.get_ref();
+            let conn = er.connection.get_ref();
+            if !raw.connections.contains_key(conn) {
+                let known: Vec<&str> = raw.connections.keys().map(String::as_str).collect();
+                c.err(
+                    &er.connection,
+                    format!("sync {name}: {side}.connection {conn:?} is not defined"),
+                    Some(if known.is_empty() {
+                        format!("add a [connections.{conn}] table")
+                    } else {
+                        format!(
+                            "use one of: {}, or add [connections.{conn}]",
+                            known.join(", ")
+                        )
+                    }),
+                );
+            }
+            let filter = er
+                .filter
+                .as_ref()
+                .and_then(|f| match Expr::parse(f.get_ref()) {
+                    Ok(x) => Some(x),
+                    Err(err) => {
+                        c.err(
+                            f,
+                            format!("sync {name}: {side}.filter: {err}"),
+                            Some("write a Jinja expression such as stage != 'lost'".to_string()),
+                        );
+                        None
+                    }
+                });
+            let mut options = BTreeMap::new();
+            if let Some(d) = &er.delimiter {
+                options.insert("delimiter".to_string(), d.clone());
+            }
+            EndpointDef {
+                connection: conn.clone(),
+                spec: puente_core::ObjectSpec {
+                    object: er.object.get_ref().clone(),
+                    cursor: er.cursor.as_ref().map(|x| x.get_ref().clone()),
+                    query: er.query.clone(),
+                    key: er.key.clone(),
+                    overlap_secs: er.overlap_secs.unwrap_or(300),
+                    page_size: er.page_size.unwrap_or(5000).clamp(1, 100_000),
+                    options,
+                },
+                filter,
+                line: c.line(e.span().start),
+            }
+        };
+        let a = endpoint(&mut c, &r.a, "a");
+        let b = endpoint(&mut c, &r.b, "b");
+
+        let mut keys = Vec::new();
+        for m in &r.match_ {
+            let mr = m.get_ref();
+            let normalizer = match &mr.normalize {
+                None => infer_normalizer(mr.a.get_ref(), mr.b.get_ref()),
+                Some(n) => {
+                    match KeyNormalizer::parse(n.get_ref()) {
+                        Some(k) => k,
+                        None => {
+                            c.err(n, format!("normalize {:?} is not one of email, phone, domain, text, exact", n.get_ref()), Some("write one of: email, phone, domain, text, exact".to_string()));
+                            KeyNormalizer::Exact
+                        }
+                    }
+                }
+            };
+            keys.push(MatchDef {
+                a: mr.a.get_ref().clone(),
+                b: mr.b.get_ref().clone(),
+                normalizer,
+                line: c.line(m.span().start),
+            });
+        }
+
+        let mut fields = Vec::new();
+        let mut seen_a = BTreeSet::new();
+        let mut seen_b = BTreeSet::new();
+        for f in &r.fields {
+            let fr = f.get_ref();
+            let fdir = parse_enum(
+                &mut c,
+                &fr.direction,
+                "direction",
+                &["two-way", "a-to-b", "b-to-a"],
+                Direction::parse,
+                Direction::TwoWay,
+            );
+            let owner = match &fr.owner {
+                None => None,
+                Some(o) => match puente_core::Side::parse(o.get_ref()) {
+                    Some(s) => Some(s),
+                    None => {
+                        c.err(
+                            o,
+                            format!("owner {:?} must be a or b", o.get_ref()),
+                            Some("write owner = \"a\" or owner = \"b\"".to_string()),
+                        );
+                        None
+                    }
+                },
+            };
+            let ty = match &fr.ty {
+                None => None,
+                Some(t) => match FieldType::from_name(t.get_ref()) {
+                    Some(ft) => Some(ft),
+                    None => {
+                        c.err(
+                            t,
+                            format!("type {:?} is unknown", t.get_ref()),
+                            Some(format!("use one of: {}", FieldType::NAMES.join(", "))),
+                        );
+                        None
+                    }
+                },
+            };
+            let expr = |c: &mut Checker<'_>, e: &Option<Spanned<String>>| {
+                e.as_ref().and_then(|x| match Expr::parse(x.get_ref()) {
+                    Ok(v) => Some(v),
+                    Err(err) => {
+                        c.err(
+                            x,
+                            format!("{err}"),
+                            Some(
+                                "write a Jinja expression using `value`, e.g. value | upper"
+                                    .to_string(),
+                            ),
+                        );
+                        None
+                    }
+                })
+            };
+            let a_to_b = expr(&mut c, &fr.a_to_b);
+            let b_to_a = expr(&mut c, &fr.b_to_a);
+            let eff = match (direction, fdir) {
+                (Direction::TwoWay, d) => d,
+                (d, _) => d,
+            };
+            if eff == Direction::TwoWay && (a_to_b.is_some() != b_to_a.is_some()) {
+                c.err(
+                    f,
+                    format!(
+                        "field {} ↔ {}: a transform in one direction only cannot flow both ways",
+                        fr.a.get_ref(),
+                        fr.b.get_ref()
+                    ),
+                    Some(
+                        "add the reverse transform, or set direction = \"a-to-b\" / \"b-to-a\""
+                            .to_string(),
+                    ),
+                );
+            }
+            let values = fr
+                .values
+                .as_ref()
+                .map(|v| v.get_ref().clone())
+                .unwrap_or_default();
+            if let Some(v) = &fr.values {
+                let mut inverse: BTreeMap<&String, &String> = BTreeMap::new();
+                for (from, to) in v.get_ref() {
+                    if let Some(prev) = inverse.insert(to, from) {
+                        if eff.flows_from(puente_core::Side::B) {
+                            c.err(v, format!("field {}: values {prev:?} and {from:?} both map to {to:?}, so {to:?} cannot be mapped back", fr.a.get_ref()), Some("make the map one-to-one, or set direction = \"a-to-b\"".to_string()));
+                        }
+                    }
+                }
+            }
+            if !seen_a.insert(fr.a.get_ref().clone()) {
+                c.err(
+                    &fr.a,
+                    format!("sync {name}: field a.{} is mapped twice", fr.a.get_ref()),
+                    Some("keep one mapping per field".to_string()),
+                );
+            }
+            if !seen_b.insert(fr.b.get_ref().clone()) {
+                c.err(
+                    &fr.b,
+                    format!("sync {name}: field b.{} is mapped twice", fr.b.get_ref()),
+                    Some("keep one mapping per field".to_string()),
+                );
+            }
+            fields.push(FieldDef {
+                a: fr.a.get_ref().clone(),
+                b: fr.b.get_ref().clone(),
+                direction: fdir,
+                values,
+                owner,
+                ty,
+                a_to_b,
+                b_to_a,
+                parent: fr.parent.as_ref().map(|p| p.get_ref().clone()),
+                line: c.line(f.span().start),
+            });
+        }
+        if fields.is_empty() {
+            c.err(
+                s,
+                format!("sync {name} maps no fields"),
+                Some("add fields = [{ a = \"…\", b = \"…\" }, …]".to_string()),
+            );
+        }
+        if r.match_.is_empty() {
+            c.warn(s, format!("sync {name} has no match keys: records that exist on both sides before the first run will be duplicated"), Some("add match = [{ a = \"email\", b = \"email\" }] (or another unique field)".to_string()));
+        }
+        syncs.push(SyncDef {
+            name,
+            enabled: r.enabled,
+            direction,
+            winner,
+            policy,
+            a,
+            b,
+            keys,
+            fields,
+            deletes,
+            delete_check_interval_secs: r.delete_check_interval_secs.unwrap_or(300),
+            phone_region: r.phone_region.clone(),
+            batch_size: r.batch_size,
+            line: c.line(s.span().start),
+        });
+    }
+
+    // References name syncs; order parents first; no cycles.
+    for (si, s) in raw.syncs.iter().enumerate() {
+        for f in &s.get_ref().fields {
+            if let Some(p) = &f.get_ref().parent {
+                if !names.contains(p.get_ref()) {
+                    c.err(
+                        p,
+                        format!(
+                            "field {}: ref {:?} names no sync",
+                            f.get_ref().a.get_ref(),
+                            p.get_ref()
+                        ),
+                        Some(format!(
+                            "use the name of the sync that syncs the parent object; syncs are: {}",
+                            names.iter().cloned().collect::<Vec<_>>().join(", ")
+                        )),
+                    );
+                } else if p.get_ref() == &syncs[si].name {
+                    // A self-reference is allowed: parents are linked before children in later runs.
+                }
+            }
+        }
+    }
+    let ordered = match order_syncs(&syncs) {
+        Ok(o) => o,
+        Err(cycle) => {
+            let at = &raw.syncs[0];
+            c.err(
+                at,
+                format!("syncs reference each other in a cycle: {cycle}"),
+                Some("break the cycle: make one reference one-way or drop it".to_string()),
+            );
+            syncs.clone()
+        }
+    };
+
+    if c.errors.is_empty() {
+        Ok(Config {
+            path: path.to_path_buf(),
+            state_url,
+            connections,
+            syncs: ordered,
+            warnings: c.warnings,
+        })
+    } else {
+        c.errors.extend(c.warnings);
+        Err(c.errors)
+    }
+}
+
+fn order_syncs(syncs: &[SyncDef]) -> Result<Vec<SyncDef>, String> {
+    let mut out: Vec<SyncDef> = Vec::new();
+    let mut placed = BTreeSet::new();
+    let mut rest: Vec<&SyncDef> = syncs.iter().collect();
+    while !rest.is_empty() {
+        let before = rest.len();
+        rest.retain(|s| {
+            let ready =
+                s.fields.iter().filter_map(|f| f.parent.as_ref()).all(|p| {
+                    p == &s.name || placed.contains(p) || !syncs.iter().any(|x| &x.name == p)
+                });
+            if ready {
+                placed.insert(s.name.clone());
+                out.push((*s).clone());
+            }
+            !ready
+        });
+        if rest.len() == before {
+            return Err(rest
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" → "));
+        }
+    }
+    Ok(out)
+}
+
+/// Makes a relative SQLite path relative to the config file's folder.
+fn anchor_sqlite(url: &str, base: &Path) -> String {
+    let Some(rest) = url.strip_prefix("sqlite://") else {
+        return url.to_string();
+    };
+    if rest.starts_with('/') || rest.starts_with(":memory:") || base.as_os_str().is_empty() {
+        return url.to_string();
+    }
+    format!("sqlite://{}", base.join(rest).display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_err(src: &str, expect: &[&str]) {
+        let errs = parse(src, Path::new("puente.toml")).unwrap_err();
+        let text: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
+        for e in expect {
+            assert!(
+                text.iter().any(|t| t.contains(e)),
+                "expected {e:?} in {text:#?}"
+            );
+        }
+    }
+
+    const GOOD: &str = r#"
+[state]
+url = "sqlite://.puente/state.db"
+
+[connections.shop]
+kind = "postgres"
+url = "postgres://postgres@127.0.0.1:5432/test"
+
+[connections.books]
+kind = "mysql"
+url = { env = "PUENTE_TEST_BOOKS_URL" }
+
+[[syncs]]
+name = "customers"
+direction = "two-way"
+winner = "a"
+a = { connection = "shop", object = "customers", cursor = "updated_at" }
+b = { connection = "books", object = "clients", cursor = "updated_at" }
+match = [{ a = "email", b = "email_address" }]
+fields = [
+  { a = "email", b = "email_address" },
+  { a = "first_name", b = "given_name" },
+  { a = "stage", b = "status", values = { lead = "L", customer = "C" } },
+  { a = "phone", b = "phone", direction = "a-to-b" },
+]
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        std::env::set_var("PUENTE_TEST_BOOKS_URL", "mysql://root@127.0.0.1:3306/test");
+        let c = parse(GOOD, Path::new("puente.toml")).unwrap();
+        assert_eq!(c.syncs.len(), 1);
+        let s = &c.syncs[0];
+        assert_eq!(s.keys[0].normalizer, KeyNormalizer::Email);
+        assert_eq!(s.fields[3].direction, Direction::AToB);
+        assert_eq!(s.fields[2].values["lead"], "L");
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_fix() {
+        std::env::set_var("PUENTE_TEST_BOOKS_URL", "mysql://root@127.0.0.1:3306/test");
+        check_err(
+            &GOOD.replace("connection = \"books\"", "connection = \"boks\""),
+            &[
+                "puente.toml:17: sync customers: b.connection \"boks\" is not defined",
+                "fix: use one of: books, shop",
+            ],
+        );
+        check_err(
+            &GOOD.replace("winner = \"a\"", "winner = \"c\""),
+            &["puente.toml:14: winner \"c\" is not one of a, b"],
+        );
+        check_err(
+            &GOOD.replace("direction = \"two-way\"", "directon = \"two-way\""),
+            &["puente.toml:13: unknown field `directon`"],
+        );
+        check_err(
+            &GOOD.replace("customer = \"C\"", "customer = \"L\""),
+            &["both map to \"L\""],
+        );
+        check_err(
+            &GOOD.replace("PUENTE_TEST_BOOKS_URL", "PUENTE_TEST_UNSET_VAR"),
+            &["environment variable PUENTE_TEST_UNSET_VAR is not set"],
+        );
+        check_err(
+            &GOOD.replace("kind = \"postgres\"", "kind = \"oracle\""),
+            &["puente.toml:6: connection shop: unknown kind \"oracle\""],
+        );
+    }
+}

@@ -1,0 +1,949 @@
+//! One run of one sync: recover intents, detect deletes, read changes,
+//! plan, apply in chunks (intent → write → record), commit cursors last.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use puente_core::{Cursor, Failure, Fields, Object, Record, Side, Value, WriteOp, WriteOutcome};
+use puente_plan::{
+    key_of, mapped, plan, plan_deletes, render, DeletePolicy, Entry, FieldChange, ItemPlan, Plan,
+    PlanInput, PlannedWrite, Status, SyncSpec,
+};
+use puente_state::{Commit, EntryWrite, Intent};
+use serde::Serialize;
+
+use crate::{Engine, EngineError, SyncDef};
+
+/// What a run reports as it goes (for progress bars and live counts).
+#[derive(Clone, Debug)]
+pub enum Progress {
+    Reading {
+        sync: String,
+        side: Side,
+        records: usize,
+    },
+    Planned {
+        sync: String,
+        items: usize,
+        writes: usize,
+    },
+    Applying {
+        sync: String,
+        done: usize,
+        total: usize,
+    },
+}
+
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Plan and report, write nothing (neither side nor state).
+    pub dry_run: bool,
+    /// Ignore cursors and check deletes now: a full reconciliation.
+    pub full: bool,
+    pub progress: Option<ProgressFn>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct SideCounts {
+    pub read: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub failed: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncReport {
+    pub name: String,
+    pub a: SideCounts,
+    pub b: SideCounts,
+    pub excluded: u64,
+    pub conflicts: u64,
+    pub waiting: u64,
+    pub echoes_suppressed: u64,
+    pub recovered_intents: u64,
+    pub dry_run: bool,
+    pub seconds: f64,
+    /// The exact writes a dry run would make, one per line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+}
+
+impl SyncReport {
+    fn side(&mut self, s: Side) -> &mut SideCounts {
+        match s {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreReport {
+    pub sync: String,
+    pub side: String,
+    pub restored: Vec<(String, String)>,
+    pub failed: Vec<(String, String)>,
+    pub dry_run: bool,
+    pub plan: Vec<String>,
+}
+
+fn side_idx(s: Side) -> usize {
+    match s {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn connector_err(
+    def: &SyncDef,
+    side: Side,
+) -> impl Fn(puente_core::ConnectorError) -> EngineError + '_ {
+    move |source| EngineError::Connector {
+        connection: match side {
+            Side::A => def.a.connection.clone(),
+            Side::B => def.b.connection.clone(),
+        },
+        source,
+    }
+}
+
+/// Conditions that find a created record on the target: its match keys, or
+/// every written value when the sync has none.
+fn intent_conditions(spec: &SyncSpec, target: Side, payload: &Fields) -> Vec<(String, Value)> {
+    let keyed: Vec<(String, Value)> = spec
+        .keys
+        .iter()
+        .map(|k| if target == Side::A { &k.a } else { &k.b })
+        .filter_map(|n| payload.get(n).map(|v| (n.clone(), v.clone())))
+        .collect();
+    if !keyed.is_empty() && keyed.len() == spec.keys.len() {
+        keyed
+    } else {
+        payload
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+impl Engine {
+    /// Runs one pass of a sync.
+    pub async fn run(&self, def: &SyncDef, opts: &RunOptions) -> Result<SyncReport, EngineError> {
+        let started = Instant::now();
+        let open = self.open_sync(def).await?;
+        let errors: Vec<_> = open
+            .diagnostics
+            .iter()
+            .filter(|d| !d.warning)
+            .cloned()
+            .collect();
+        if !errors.is_empty() {
+            return Err(EngineError::Config(errors));
+        }
+        let objs = [open.a.clone(), open.b.clone()];
+        let mut report = SyncReport {
+            name: def.name.clone(),
+            dry_run: opts.dry_run,
+            ..SyncReport::default()
+        };
+        let run_id = if opts.dry_run {
+            0
+        } else {
+            self.state.start_run(&def.name, false).await?
+        };
+        let result = self
+            .run_inner(def, &open.spec, &objs, opts, run_id, &mut report)
+            .await;
+        report.seconds = started.elapsed().as_secs_f64();
+        if !opts.dry_run {
+            let counts = serde_json::to_value(&report).unwrap_or_default();
+            let (status, err) = match &result {
+                Ok(()) => ("ok", None),
+                Err(e) => ("failed", Some(e.to_string())),
+            };
+            self.state
+                .finish_run(run_id, status, &counts, err.as_deref())
+                .await?;
+        }
+        result.map(|()| report)
+    }
+
+    async fn run_inner(
+        &self,
+        def: &SyncDef,
+        spec: &SyncSpec,
+        objs: &[Arc<dyn Object>; 2],
+        opts: &RunOptions,
+        run_id: i64,
+        report: &mut SyncReport,
+    ) -> Result<(), EngineError> {
+        let sync = def.name.as_str();
+        let progress = |p: Progress| {
+            if let Some(f) = &opts.progress {
+                f(p)
+            }
+        };
+        if !opts.dry_run {
+            report.recovered_intents = self.recover_intents(def, spec, objs, run_id).await?;
+        }
+        let mut plan_text = String::new();
+        let mut final_cursors: Vec<(String, serde_json::Value)> = Vec::new();
+
+        // Deletes, found by comparing ids with the links (periodically).
+        let last_scan = self
+            .state
+            .cursor(sync, "delete_scan")
+            .await?
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0);
+        let scan_due = opts.full || now_secs() - last_scan >= def.delete_check_interval_secs as i64;
+        let mut deleted_now: HashMap<i64, (bool, bool)> = HashMap::new();
+        if scan_due {
+            for side in [Side::A, Side::B] {
+                let obj = &objs[side_idx(side)];
+                if !obj.capabilities().delete_detection_by_key_diff {
+                    continue;
+                }
+                let live = self.state.live_ids(sync, side).await?;
+                if live.is_empty() {
+                    continue;
+                }
+                let present: HashSet<String> = obj
+                    .list_ids()
+                    .await
+                    .map_err(connector_err(def, side))?
+                    .into_iter()
+                    .collect();
+                let missing: Vec<i64> = live
+                    .iter()
+                    .filter(|(_, id)| !present.contains(id))
+                    .map(|(e, _)| *e)
+                    .collect();
+                if missing.is_empty() {
+                    continue;
+                }
+                if spec.deletes == DeletePolicy::Propagate
+                    && missing.len() > 100
+                    && missing.len() * 2 > live.len()
+                {
+                    return Err(EngineError::Refused(format!(
+                        "sync {sync}: {} of {} records are gone from {side}; refusing to propagate that many deletes. \
+                         If this is intended, set deletes = \"keep\" for one run, or restore the data on {side}",
+                        missing.len(),
+                        live.len()
+                    )));
+                }
+                let entries = self.state.entries_by_entry_ids(sync, &missing).await?;
+                let items = plan_deletes(spec, &entries, side);
+                for it in &items {
+                    if let Some(id) = it.entry_id {
+                        let e = deleted_now.entry(id).or_default();
+                        e.0 |= it.deleted_a;
+                        e.1 |= it.deleted_b;
+                    }
+                }
+                let p = Plan { items };
+                if opts.dry_run {
+                    plan_text.push_str(&render(&p));
+                    count_plan(&p, report);
+                } else {
+                    let old: HashMap<i64, Entry> = entries.into_iter().map(|e| (e.id, e)).collect();
+                    self.apply(def, spec, objs, p, &old, run_id, report, opts)
+                        .await?;
+                }
+            }
+            if !opts.dry_run {
+                final_cursors.push(("delete_scan".into(), serde_json::json!(now_secs())));
+            }
+        }
+
+        // Changes since the cursors (everything on a full run or a first run).
+        let mut read: [Vec<Record>; 2] = [Vec::new(), Vec::new()];
+        for side in [Side::A, Side::B] {
+            let obj = &objs[side_idx(side)];
+            let since = if opts.full {
+                None
+            } else {
+                self.state.cursor(sync, side.as_str()).await?.map(Cursor)
+            };
+            let mut token = None;
+            loop {
+                let page = obj
+                    .read(since.as_ref(), token)
+                    .await
+                    .map_err(connector_err(def, side))?;
+                read[side_idx(side)].extend(page.records);
+                progress(Progress::Reading {
+                    sync: sync.to_string(),
+                    side,
+                    records: read[side_idx(side)].len(),
+                });
+                token = page.next;
+                if token.is_none() {
+                    if let Some(c) = page.cursor {
+                        final_cursors.push((side.as_str().to_string(), c.0));
+                    }
+                    break;
+                }
+            }
+        }
+
+        // Records to look at again whatever the cursors say.
+        let revisit = self.state.entries_to_revisit(sync).await?;
+        for side in [Side::A, Side::B] {
+            let have: HashSet<&String> = read[side_idx(side)].iter().map(|r| &r.id).collect();
+            let want: Vec<String> = revisit
+                .iter()
+                .filter(|e| !e.deleted_on(side))
+                .filter_map(|e| e.id_on(side))
+                .filter(|id| !have.contains(id))
+                .cloned()
+                .collect();
+            if !want.is_empty() {
+                let more = objs[side_idx(side)]
+                    .read_by_ids(&want)
+                    .await
+                    .map_err(connector_err(def, side))?;
+                read[side_idx(side)].extend(more);
+            }
+        }
+        report.a.read += read[0].len() as u64;
+        report.b.read += read[1].len() as u64;
+
+        // The entries concerned: by id, and by match key for unpaired records.
+        let mut entries: HashMap<i64, Entry> = HashMap::new();
+        for side in [Side::A, Side::B] {
+            let ids: Vec<String> = read[side_idx(side)].iter().map(|r| r.id.clone()).collect();
+            for e in self.state.entries_by_ids(sync, side, &ids).await? {
+                entries.insert(e.id, e);
+            }
+        }
+        if !spec.keys.is_empty() {
+            let mut linked: HashSet<(Side, &str)> = HashSet::new();
+            for e in entries.values() {
+                if e.a_id.is_some() && e.b_id.is_some() && !e.deleted_a && !e.deleted_b {
+                    if let Some(a) = &e.a_id {
+                        linked.insert((Side::A, a));
+                    }
+                    if let Some(b) = &e.b_id {
+                        linked.insert((Side::B, b));
+                    }
+                }
+            }
+            let mut keys: Vec<String> = Vec::new();
+            for side in [Side::A, Side::B] {
+                for r in &read[side_idx(side)] {
+                    if !linked.contains(&(side, r.id.as_str())) {
+                        if let Some(k) = key_of(spec, side, &r.fields) {
+                            keys.push(k);
+                        }
+                    }
+                }
+            }
+            keys.sort();
+            keys.dedup();
+            for e in self.state.entries_by_keys(sync, &keys).await? {
+                entries.entry(e.id).or_insert(e);
+            }
+        }
+
+        // Parent references, translated through the parents' links.
+        let mut refs: HashMap<(String, Side, String), String> = HashMap::new();
+        for fm in spec.fields.iter().filter(|f| f.parent.is_some()) {
+            let parent = fm.parent.clone().unwrap_or_default();
+            for side in [Side::A, Side::B] {
+                let name = fm.name(side);
+                let mut ids: Vec<String> = read[side_idx(side)]
+                    .iter()
+                    .filter_map(|r| r.get(name).to_text())
+                    .collect();
+                for e in entries.values() {
+                    let seen = if side == Side::A {
+                        &e.seen_a
+                    } else {
+                        &e.seen_b
+                    };
+                    if let Some(v) = seen
+                        .as_ref()
+                        .and_then(|s| s.get(name))
+                        .and_then(Value::to_text)
+                    {
+                        ids.push(v);
+                    }
+                }
+                ids.sort();
+                ids.dedup();
+                for (from, to) in self.state.translate_ids(&parent, side, &ids).await? {
+                    refs.insert((parent.clone(), side, from), to);
+                }
+            }
+        }
+
+        let [ra, rb] = read;
+        let p = plan(
+            spec,
+            PlanInput {
+                a: ra,
+                b: rb,
+                entries: entries.values().cloned().collect(),
+                refs: &refs,
+            },
+        );
+        progress(Progress::Planned {
+            sync: sync.to_string(),
+            items: p.items.len(),
+            writes: p.writes(),
+        });
+        if opts.dry_run {
+            plan_text.push_str(&render(&p));
+            count_plan(&p, report);
+            report.plan = Some(plan_text);
+            let _ = deleted_now;
+            return Ok(());
+        }
+        self.apply(def, spec, objs, p, &entries, run_id, report, opts)
+            .await?;
+        // Every change read is applied or recorded as failed: the cursors move.
+        self.state
+            .commit(&Commit {
+                sync: sync.to_string(),
+                run_id,
+                cursors: final_cursors,
+                ..Commit::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Carries out a plan in chunks: intents, writes per side, then one
+    /// state transaction per chunk with the links and seen values.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply(
+        &self,
+        def: &SyncDef,
+        spec: &SyncSpec,
+        objs: &[Arc<dyn Object>; 2],
+        p: Plan,
+        old: &HashMap<i64, Entry>,
+        run_id: i64,
+        report: &mut SyncReport,
+        opts: &RunOptions,
+    ) -> Result<(), EngineError> {
+        let sync = def.name.as_str();
+        let chunk_size = def
+            .batch_size
+            .unwrap_or(usize::MAX)
+            .min(objs[0].capabilities().max_batch)
+            .min(objs[1].capabilities().max_batch)
+            .max(1);
+        let items: Vec<ItemPlan> = p.items.into_iter().filter(|i| i.changed).collect();
+        count_status(&items, report);
+        let total = items.len();
+        let mut done = 0;
+        for chunk in items.chunks(chunk_size) {
+            let mut chunk: Vec<ItemPlan> = chunk.to_vec();
+            // 1. Intents for the creates, committed before any create is sent.
+            let mut intents = Vec::new();
+            for (ix, it) in chunk.iter().enumerate() {
+                for side in [Side::A, Side::B] {
+                    if let Some(PlannedWrite::Create { fields }) = it.write(side) {
+                        let src = side.other();
+                        intents.push((
+                            ix,
+                            Intent {
+                                id: 0,
+                                sync: sync.to_string(),
+                                side,
+                                entry_id: it.entry_id,
+                                source_id: it.id(src).cloned().unwrap_or_default(),
+                                conditions: intent_conditions(spec, side, fields),
+                                seen_source: if src == Side::A {
+                                    it.seen_a.clone()
+                                } else {
+                                    it.seen_b.clone()
+                                },
+                                key_source: if src == Side::A {
+                                    it.key_a.clone()
+                                } else {
+                                    it.key_b.clone()
+                                },
+                                key_target: if side == Side::A {
+                                    it.key_a.clone()
+                                } else {
+                                    it.key_b.clone()
+                                },
+                            },
+                        ));
+                    }
+                }
+            }
+            if !intents.is_empty() {
+                let mut list: Vec<Intent> = intents.iter().map(|(_, i)| i.clone()).collect();
+                self.state.add_intents(&mut list).await?;
+                for ((_, i), stored) in intents.iter_mut().zip(list) {
+                    *i = stored;
+                }
+            }
+            // 2. Writes, side by side.
+            let mut created: Vec<Vec<(Side, Fields)>> = vec![Vec::new(); chunk.len()];
+            let mut changes: Vec<Vec<(Side, FieldChange)>> = vec![Vec::new(); chunk.len()];
+            let mut failed: Vec<Option<Failure>> = vec![None; chunk.len()];
+            let mut echo: Vec<[bool; 2]> = vec![[false; 2]; chunk.len()];
+            for side in [Side::A, Side::B] {
+                let mut idx = Vec::new();
+                let mut ops = Vec::new();
+                for (ix, it) in chunk.iter().enumerate() {
+                    let op = match it.write(side) {
+                        Some(PlannedWrite::Create { fields }) => WriteOp::Create {
+                            fields: fields.clone(),
+                        },
+                        Some(PlannedWrite::Update { id, changes }) => WriteOp::Update {
+                            id: id.clone(),
+                            fields: changes
+                                .iter()
+                                .map(|c| (c.field.clone(), c.new.clone()))
+                                .collect(),
+                        },
+                        Some(PlannedWrite::Delete { id }) => WriteOp::Delete { id: id.clone() },
+                        None => continue,
+                    };
+                    idx.push(ix);
+                    ops.push(op);
+                }
+                if ops.is_empty() {
+                    continue;
+                }
+                let outcomes = objs[side_idx(side)]
+                    .write(ops)
+                    .await
+                    .map_err(connector_err(def, side))?;
+                for (ix, outcome) in idx.into_iter().zip(outcomes) {
+                    let it = &mut chunk[ix];
+                    match outcome {
+                        WriteOutcome::Written(rec) => {
+                            let seen = mapped(spec, side, &rec.fields);
+                            match it.write(side) {
+                                Some(PlannedWrite::Create { fields }) => {
+                                    created[ix].push((side, fields.clone()));
+                                    report.side(side).created += 1;
+                                    match side {
+                                        Side::A => it.a_id = Some(rec.id.clone()),
+                                        Side::B => it.b_id = Some(rec.id.clone()),
+                                    }
+                                }
+                                Some(PlannedWrite::Update { changes: ch, .. }) => {
+                                    changes[ix].extend(ch.iter().map(|c| (side, c.clone())));
+                                    report.side(side).updated += 1;
+                                }
+                                _ => {}
+                            }
+                            match side {
+                                Side::A => it.seen_a = Some(seen),
+                                Side::B => it.seen_b = Some(seen),
+                            }
+                            echo[ix][side_idx(side)] = true;
+                        }
+                        WriteOutcome::Deleted => {
+                            report.side(side).deleted += 1;
+                            match side {
+                                Side::A => it.deleted_a = true,
+                                Side::B => it.deleted_b = true,
+                            }
+                        }
+                        WriteOutcome::Failed(f) => {
+                            report.side(side).failed += 1;
+                            failed[ix] = Some(f);
+                        }
+                    }
+                }
+            }
+            // 3. Record what happened, with the intents they settle.
+            let mut writes = Vec::new();
+            let mut drops = Vec::new();
+            for (ix, mut it) in chunk.into_iter().enumerate() {
+                drops.extend(it.drop_entries.iter().copied());
+                let prior = it.entry_id.and_then(|id| old.get(&id));
+                if let Some(f) = failed[ix].take() {
+                    // Nothing counts as synced: back to what was seen before,
+                    // so the next run tries again.
+                    it.status = Status::Failed(f);
+                    match prior {
+                        Some(e) => {
+                            it.seen_a = e.seen_a.clone();
+                            it.seen_b = e.seen_b.clone();
+                            if e.b_id.is_none() || e.a_id.is_none() {
+                                // an unpaired record stays unpaired
+                                if it
+                                    .write_a
+                                    .as_ref()
+                                    .is_some_and(|w| matches!(w, PlannedWrite::Create { .. }))
+                                {
+                                    it.a_id = e.a_id.clone();
+                                }
+                                if it
+                                    .write_b
+                                    .as_ref()
+                                    .is_some_and(|w| matches!(w, PlannedWrite::Create { .. }))
+                                {
+                                    it.b_id = e.b_id.clone();
+                                }
+                            }
+                        }
+                        None => {
+                            if matches!(it.write_a, Some(PlannedWrite::Create { .. }))
+                                && !created[ix].iter().any(|(s, _)| *s == Side::A)
+                            {
+                                it.a_id = None;
+                                it.seen_a = None;
+                            }
+                            if matches!(it.write_b, Some(PlannedWrite::Create { .. }))
+                                && !created[ix].iter().any(|(s, _)| *s == Side::B)
+                            {
+                                it.b_id = None;
+                                it.seen_b = None;
+                            }
+                        }
+                    }
+                    it.conflicts.clear();
+                    it.resolved.clear();
+                }
+                let failed_attempt = matches!(it.status, Status::Failed(_));
+                let mut e = prior.cloned().unwrap_or_else(|| Entry::new(0));
+                e.a_id = it.a_id.clone();
+                e.b_id = it.b_id.clone();
+                e.key_a = it.key_a.clone();
+                e.key_b = it.key_b.clone();
+                e.seen_a = it.seen_a.clone();
+                e.seen_b = it.seen_b.clone();
+                e.deleted_a = it.deleted_a;
+                e.deleted_b = it.deleted_b;
+                e.echo_a = echo[ix][0];
+                e.echo_b = echo[ix][1];
+                e.status = if it.deleted_a || it.deleted_b {
+                    Status::Deleted
+                } else {
+                    it.status.clone()
+                };
+                if e.id != 0
+                    && drops.contains(&e.id)
+                    && !it.drop_entries.is_empty()
+                    && it.entry_id == Some(e.id)
+                {
+                    continue;
+                }
+                writes.push(EntryWrite {
+                    id: it.entry_id,
+                    entry: e,
+                    changes: std::mem::take(&mut changes[ix]),
+                    created: std::mem::take(&mut created[ix]),
+                    conflicts: it.conflicts.clone(),
+                    resolved: it.resolved.clone(),
+                    failed_attempt,
+                });
+            }
+            self.state
+                .commit(&Commit {
+                    sync: sync.to_string(),
+                    run_id,
+                    drops,
+                    entries: writes,
+                    intents_done: intents.iter().map(|(_, i)| i.id).collect(),
+                    cursors: Vec::new(),
+                })
+                .await?;
+            done += chunk_size.min(total - done);
+            if let Some(f) = &opts.progress {
+                f(Progress::Applying {
+                    sync: sync.to_string(),
+                    done,
+                    total,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles intents a crashed run left: a create that reached the target
+    /// is linked; one that did not is forgotten (its source is re-planned).
+    async fn recover_intents(
+        &self,
+        def: &SyncDef,
+        spec: &SyncSpec,
+        objs: &[Arc<dyn Object>; 2],
+        run_id: i64,
+    ) -> Result<u64, EngineError> {
+        let sync = def.name.as_str();
+        let pending = self.state.pending_intents(sync).await?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let mut recovered = 0;
+        let mut writes = Vec::new();
+        let mut taken: HashSet<(Side, String)> = HashSet::new();
+        for it in &pending {
+            let target = it.side;
+            let src = target.other();
+            let found = objs[side_idx(target)]
+                .find(&it.conditions)
+                .await
+                .map_err(connector_err(def, target))?;
+            let [rec] = found.as_slice() else { continue };
+            if taken.contains(&(target, rec.id.clone()))
+                || !self
+                    .state
+                    .entries_by_ids(sync, target, std::slice::from_ref(&rec.id))
+                    .await?
+                    .is_empty()
+            {
+                continue;
+            }
+            let existing = self
+                .state
+                .entries_by_ids(sync, src, std::slice::from_ref(&it.source_id))
+                .await?
+                .into_iter()
+                .next();
+            let mut e = existing.clone().unwrap_or_else(|| Entry::new(0));
+            let seen_target = mapped(spec, target, &rec.fields);
+            match src {
+                Side::A => {
+                    e.a_id = Some(it.source_id.clone());
+                    e.b_id = Some(rec.id.clone());
+                    e.seen_a = it.seen_source.clone();
+                    e.seen_b = Some(seen_target.clone());
+                    e.key_a = it.key_source.clone();
+                    e.key_b = it.key_target.clone();
+                    e.echo_b = true;
+                }
+                Side::B => {
+                    e.b_id = Some(it.source_id.clone());
+                    e.a_id = Some(rec.id.clone());
+                    e.seen_b = it.seen_source.clone();
+                    e.seen_a = Some(seen_target.clone());
+                    e.key_b = it.key_source.clone();
+                    e.key_a = it.key_target.clone();
+                    e.echo_a = true;
+                }
+            }
+            e.status = Status::InSync;
+            taken.insert((target, rec.id.clone()));
+            recovered += 1;
+            writes.push(EntryWrite {
+                id: existing.map(|x| x.id),
+                entry: e,
+                changes: Vec::new(),
+                created: vec![(target, seen_target)],
+                conflicts: Vec::new(),
+                resolved: Vec::new(),
+                failed_attempt: false,
+            });
+        }
+        self.state
+            .commit(&Commit {
+                sync: sync.to_string(),
+                run_id,
+                drops: Vec::new(),
+                entries: writes,
+                intents_done: pending.iter().map(|i| i.id).collect(),
+                cursors: Vec::new(),
+            })
+            .await?;
+        Ok(recovered)
+    }
+
+    /// Recreates on `side` the records deleted there, from their last known
+    /// values, and links them again.
+    pub async fn restore(
+        &self,
+        def: &SyncDef,
+        side: Side,
+        dry_run: bool,
+    ) -> Result<RestoreReport, EngineError> {
+        let open = self.open_sync(def).await?;
+        let objs = [open.a.clone(), open.b.clone()];
+        let spec = &open.spec;
+        let sync = def.name.as_str();
+        let mut report = RestoreReport {
+            sync: sync.to_string(),
+            side: side.as_str().to_string(),
+            dry_run,
+            ..RestoreReport::default()
+        };
+        let entries = self.state.deleted_on(sync, side).await?;
+        let schema = objs[side_idx(side)].schema();
+        let payload_of = |e: &Entry| -> Fields {
+            let seen = if side == Side::A {
+                &e.seen_a
+            } else {
+                &e.seen_b
+            };
+            seen.clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, v)| {
+                    !v.is_empty()
+                        && schema.field(k).is_none_or(|f| !f.read_only)
+                        && *k != schema.id_field
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        for e in &entries {
+            let fields = payload_of(e);
+            let shown: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.describe()))
+                .collect();
+            report.plan.push(format!(
+                "recreate on {side} (was {side}:{}): {}",
+                e.id_on(side).cloned().unwrap_or_default(),
+                shown.join(" ")
+            ));
+        }
+        if dry_run || entries.is_empty() {
+            return Ok(report);
+        }
+        let run_id = self.state.start_run(sync, false).await?;
+        for chunk in entries.chunks(objs[side_idx(side)].capabilities().max_batch.max(1)) {
+            let mut intents: Vec<Intent> = chunk
+                .iter()
+                .map(|e| {
+                    let fields = payload_of(e);
+                    Intent {
+                        id: 0,
+                        sync: sync.to_string(),
+                        side,
+                        entry_id: Some(e.id),
+                        source_id: e.id_on(side.other()).cloned().unwrap_or_default(),
+                        conditions: intent_conditions(spec, side, &fields),
+                        seen_source: if side == Side::A {
+                            e.seen_b.clone()
+                        } else {
+                            e.seen_a.clone()
+                        },
+                        key_source: if side == Side::A {
+                            e.key_b.clone()
+                        } else {
+                            e.key_a.clone()
+                        },
+                        key_target: if side == Side::A {
+                            e.key_a.clone()
+                        } else {
+                            e.key_b.clone()
+                        },
+                    }
+                })
+                .collect();
+            self.state.add_intents(&mut intents).await?;
+            let ops: Vec<WriteOp> = chunk
+                .iter()
+                .map(|e| WriteOp::Create {
+                    fields: payload_of(e),
+                })
+                .collect();
+            let outcomes = objs[side_idx(side)]
+                .write(ops)
+                .await
+                .map_err(connector_err(def, side))?;
+            let mut writes = Vec::new();
+            for (e, outcome) in chunk.iter().zip(outcomes) {
+                let old_id = e.id_on(side).cloned().unwrap_or_default();
+                match outcome {
+                    WriteOutcome::Written(rec) => {
+                        let mut n = e.clone();
+                        let seen = mapped(spec, side, &rec.fields);
+                        match side {
+                            Side::A => {
+                                n.a_id = Some(rec.id.clone());
+                                n.deleted_a = false;
+                                n.seen_a = Some(seen.clone());
+                                n.echo_a = true;
+                            }
+                            Side::B => {
+                                n.b_id = Some(rec.id.clone());
+                                n.deleted_b = false;
+                                n.seen_b = Some(seen.clone());
+                                n.echo_b = true;
+                            }
+                        }
+                        n.status = if n.deleted_a || n.deleted_b {
+                            Status::Deleted
+                        } else {
+                            Status::InSync
+                        };
+                        report.restored.push((old_id, rec.id.clone()));
+                        writes.push(EntryWrite {
+                            id: Some(e.id),
+                            entry: n,
+                            changes: Vec::new(),
+                            created: vec![(side, seen)],
+                            conflicts: Vec::new(),
+                            resolved: Vec::new(),
+                            failed_attempt: false,
+                        });
+                    }
+                    WriteOutcome::Failed(f) => report.failed.push((old_id, f.to_string())),
+                    WriteOutcome::Deleted => {}
+                }
+            }
+            self.state
+                .commit(&Commit {
+                    sync: sync.to_string(),
+                    run_id,
+                    drops: Vec::new(),
+                    entries: writes,
+                    intents_done: intents.iter().map(|i| i.id).collect(),
+                    cursors: Vec::new(),
+                })
+                .await?;
+        }
+        let counts = serde_json::json!({"restored": report.restored.len(), "failed": report.failed.len(), "side": side.as_str()});
+        self.state.finish_run(run_id, "ok", &counts, None).await?;
+        Ok(report)
+    }
+}
+
+/// Counts a plan's statuses (writes are counted as they happen).
+fn count_status(items: &[ItemPlan], report: &mut SyncReport) {
+    for it in items {
+        report.conflicts += it.conflicts.len() as u64;
+        report.echoes_suppressed += it.echoes as u64;
+        match &it.status {
+            Status::Excluded(_) => report.excluded += 1,
+            Status::Waiting(_) => report.waiting += 1,
+            Status::Failed(_) => {
+                // A failure found while planning is counted on the side that
+                // would have been written.
+                let side = match (&it.a_id, &it.b_id) {
+                    (None, Some(_)) => Side::A,
+                    _ => Side::B,
+                };
+                report.side(side).failed += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A dry run's counts: what the writes would be.
+fn count_plan(p: &Plan, report: &mut SyncReport) {
+    let items: Vec<ItemPlan> = p.items.iter().filter(|i| i.changed).cloned().collect();
+    count_status(&items, report);
+    for it in &items {
+        for side in [Side::A, Side::B] {
+            match it.write(side) {
+                Some(PlannedWrite::Create { .. }) => report.side(side).created += 1,
+                Some(PlannedWrite::Update { .. }) => report.side(side).updated += 1,
+                Some(PlannedWrite::Delete { .. }) => report.side(side).deleted += 1,
+                None => {}
+            }
+        }
+    }
+}
