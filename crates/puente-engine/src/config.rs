@@ -885,17 +885,17 @@ fields = [
         check_err(
             &GOOD.replace("connection = \"books\"", "connection = \"boks\""),
             &[
-                "puente.toml:17: sync customers: b.connection \"boks\" is not defined",
+                "puente.toml:18: sync customers: b.connection \"boks\" is not defined",
                 "fix: use one of: books, shop",
             ],
         );
         check_err(
             &GOOD.replace("winner = \"a\"", "winner = \"c\""),
-            &["puente.toml:14: winner \"c\" is not one of a, b"],
+            &["puente.toml:16: winner \"c\" is not one of a, b"],
         );
         check_err(
             &GOOD.replace("direction = \"two-way\"", "directon = \"two-way\""),
-            &["puente.toml:13: unknown field `directon`"],
+            &["puente.toml:15: unknown field `directon`"],
         );
         check_err(
             &GOOD.replace("customer = \"C\"", "customer = \"L\""),

@@ -1,0 +1,225 @@
+use puente_core::Side;
+use puente_engine::SyncReport;
+
+use crate::fixtures::{duplicates, Db, Pair};
+
+async fn row(db: &Db, table: &str, email: &str, col: &str) -> String {
+    db.one(&format!(
+        "SELECT {col} AS x FROM {table} WHERE LOWER(email) = '{email}'"
+    ))
+    .await
+}
+
+fn assert_no_writes(r: &SyncReport) {
+    for (side, c) in [("a", &r.a), ("b", &r.b)] {
+        assert_eq!(
+            (c.created, c.updated, c.deleted, c.failed),
+            (0, 0, 0, 0),
+            "a run with no changes wrote to {side}: {r:?}"
+        );
+    }
+}
+
+/// The scenario the issue asks for, on any pair of databases.
+async fn two_way_scenario(a: Db, b: Db) {
+    a.contacts("people", 1, 10_000, false).await;
+    // 2,000 of b's 10,000 are a's last 2,000, written in upper case.
+    b.contacts("contacts", 8_001, 10_000, true).await;
+    let p = Pair::new(a, b, "").await;
+
+    let r = p.run().await;
+    assert_eq!((r.a.read, r.b.read), (10_000, 10_000), "{r:?}");
+    assert_eq!(
+        (r.a.created, r.b.created),
+        (8_000, 8_000),
+        "matched pairs are linked, not created: {r:?}"
+    );
+    assert_eq!(r.a.failed + r.b.failed, 0, "{r:?}");
+    assert_eq!(p.a.count("SELECT COUNT(*) AS x FROM people").await, 18_000);
+    assert_eq!(
+        p.b.count("SELECT COUNT(*) AS x FROM contacts").await,
+        18_000
+    );
+    assert!(duplicates(&p.a, "people").await.is_empty());
+    assert!(duplicates(&p.b, "contacts").await.is_empty());
+    // The winner's values went to the matched records.
+    assert_eq!(
+        p.b.one("SELECT email AS x FROM contacts WHERE LOWER(email) = 'user9000@example.com'")
+            .await,
+        "user9000@example.com"
+    );
+    // Exact decimals crossed unchanged.
+    assert_eq!(
+        p.b.one("SELECT credit AS x FROM contacts WHERE email = 'user17@example.com'")
+            .await,
+        "170.50"
+    );
+
+    let r = p.run().await;
+    assert_no_writes(&r);
+
+    // Edits on both sides.
+    let (ea, eb) = (&p.a, &p.b);
+    ea.exec("UPDATE people SET first_name = 'Xa' WHERE email = 'user9001@example.com'")
+        .await;
+    eb.exec("UPDATE contacts SET last_name = 'Yb' WHERE email = 'user9001@example.com'")
+        .await;
+    ea.exec("UPDATE people SET last_name = 'FromA' WHERE email = 'user9002@example.com'")
+        .await;
+    eb.exec("UPDATE contacts SET last_name = 'FromB' WHERE email = 'user9002@example.com'")
+        .await;
+    ea.exec("UPDATE people SET last_name = NULL WHERE email = 'user9003@example.com'")
+        .await;
+    eb.exec("UPDATE contacts SET last_name = 'FromB2' WHERE email = 'user9003@example.com'")
+        .await;
+    eb.exec("UPDATE contacts SET credit = 12345.67 WHERE email = 'user9004@example.com'")
+        .await;
+    eb.exec(
+        "UPDATE contacts SET first_name = 'New in b' WHERE LOWER(email) = 'user17000@example.com'",
+    )
+    .await;
+    let r = p.run().await;
+    assert!(r.conflicts >= 2, "{r:?}");
+    // Disjoint fields merge.
+    assert_eq!(
+        row(&p.b, "contacts", "user9001@example.com", "first_name").await,
+        "Xa"
+    );
+    assert_eq!(
+        row(&p.a, "people", "user9001@example.com", "last_name").await,
+        "Yb"
+    );
+    // The same field: the winner (a).
+    assert_eq!(
+        row(&p.a, "people", "user9002@example.com", "last_name").await,
+        "FromA"
+    );
+    assert_eq!(
+        row(&p.b, "contacts", "user9002@example.com", "last_name").await,
+        "FromA"
+    );
+    // An empty winner value overwrites nothing; b's value flows back.
+    assert_eq!(
+        row(&p.b, "contacts", "user9003@example.com", "last_name").await,
+        "FromB2"
+    );
+    assert_eq!(
+        row(&p.a, "people", "user9003@example.com", "last_name").await,
+        "FromB2"
+    );
+    assert_eq!(
+        row(&p.a, "people", "user9004@example.com", "credit").await,
+        "12345.67"
+    );
+    assert_eq!(
+        row(&p.a, "people", "user17000@example.com", "first_name").await,
+        "New in b"
+    );
+    assert_eq!(r.a.updated, 4, "{r:?}");
+    assert_eq!(r.b.updated, 2, "{r:?}");
+    let r = p.run().await;
+    assert_no_writes(&r);
+    assert!(
+        r.echoes_suppressed > 0,
+        "reads of our own writes are counted: {r:?}"
+    );
+
+    // A delete on b is kept (a untouched), shown, and restorable.
+    p.b.exec("DELETE FROM contacts WHERE email = 'user9005@example.com'")
+        .await;
+    let r = p.run().await;
+    assert_no_writes(&r);
+    let def = p.engine.config.syncs[0].clone();
+    let st = p.engine.state.status_counts("contacts").await.unwrap();
+    assert_eq!((st.deleted, st.in_sync), (1, 17_999), "{st:?}");
+    assert_eq!(
+        p.a.count("SELECT COUNT(*) AS x FROM people WHERE email = 'user9005@example.com'")
+            .await,
+        1
+    );
+    let dry = p.engine.restore(&def, Side::B, true).await.unwrap();
+    assert_eq!(dry.plan.len(), 1);
+    assert!(
+        dry.plan[0].contains("user9005@example.com"),
+        "{:?}",
+        dry.plan
+    );
+    assert_eq!(
+        p.b.count("SELECT COUNT(*) AS x FROM contacts WHERE email = 'user9005@example.com'")
+            .await,
+        0,
+        "a dry run restores nothing"
+    );
+    let restored = p.engine.restore(&def, Side::B, false).await.unwrap();
+    assert_eq!(restored.restored.len(), 1, "{restored:?}");
+    assert_eq!(
+        row(&p.b, "contacts", "user9005@example.com", "first_name").await,
+        "First9005"
+    );
+    let r = p.run().await;
+    assert_no_writes(&r);
+    let st = p.engine.state.status_counts("contacts").await.unwrap();
+    assert_eq!(
+        (st.deleted, st.in_sync, st.total()),
+        (0, 18_000, 18_000),
+        "{st:?}"
+    );
+    assert!(p
+        .engine
+        .state
+        .integrity_problems()
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_and_mariadb_stay_in_sync_both_ways() {
+    two_way_scenario(Db::pg().await, Db::mysql().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_and_postgres_stay_in_sync_both_ways() {
+    two_way_scenario(Db::sqlite(), Db::pg().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_shows_exact_changes_and_writes_nothing() {
+    let a = Db::sqlite();
+    let b = Db::pg().await;
+    a.contacts("people", 1, 3, false).await;
+    b.contacts("contacts", 3, 2, false).await;
+    b.exec("UPDATE contacts SET first_name = 'Other' WHERE email = 'user3@example.com'")
+        .await;
+    let p = Pair::new(a, b, "").await;
+    let r = p
+        .run_with(puente_engine::RunOptions {
+            dry_run: true,
+            ..Default::default()
+        })
+        .await;
+    let plan = r.plan.clone().unwrap();
+    assert!(plan.contains("create on b from a:1:"), "{plan}");
+    assert!(
+        plan.contains("first_name: \"Other\" → \"First3\""),
+        "{plan}"
+    );
+    assert!(plan.contains("create on a from b:2:"), "{plan}");
+    assert_eq!(
+        p.b.count("SELECT COUNT(*) AS x FROM contacts").await,
+        2,
+        "nothing written"
+    );
+    assert_eq!(
+        p.engine
+            .state
+            .status_counts("contacts")
+            .await
+            .unwrap()
+            .total(),
+        0,
+        "state untouched"
+    );
+    let r = p.run().await;
+    assert_eq!((r.a.created, r.b.created, r.b.updated), (1, 2, 1), "{r:?}");
+}
