@@ -465,6 +465,7 @@ impl Engine {
                                 entry_id: it.entry_id,
                                 source_id: it.id(src).cloned().unwrap_or_default(),
                                 conditions: intent_conditions(spec, side, fields),
+                                payload: fields.clone(),
                                 seen_source: if src == Side::A {
                                     it.seen_a.clone()
                                 } else {
@@ -712,7 +713,21 @@ impl Engine {
                 .into_iter()
                 .next();
             let mut e = existing.clone().unwrap_or_else(|| Entry::new(0));
-            let seen_target = mapped(spec, target, &rec.fields);
+            // What was sent, not what the record holds now: an edit made
+            // after the crash must still read as a change.
+            let seen_target: Fields = spec
+                .fields
+                .iter()
+                .map(|fm| {
+                    let n = fm.name(target);
+                    let v = if spec.field_flows(fm, src) {
+                        it.payload.get(n).cloned().unwrap_or(Value::Null)
+                    } else {
+                        rec.get(n).clone()
+                    };
+                    (n.to_string(), v)
+                })
+                .collect();
             match src {
                 Side::A => {
                     e.a_id = Some(it.source_id.clone());
@@ -823,6 +838,7 @@ impl Engine {
                         entry_id: Some(e.id),
                         source_id: e.id_on(side.other()).cloned().unwrap_or_default(),
                         conditions: intent_conditions(spec, side, &fields),
+                        payload: fields.clone(),
                         seen_source: if side == Side::A {
                             e.seen_b.clone()
                         } else {

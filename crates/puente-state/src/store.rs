@@ -75,6 +75,10 @@ pub struct Intent {
     pub conditions: Vec<(String, Value)>,
     /// The source's seen values and the key, to link without re-planning.
     pub seen_source: Option<Fields>,
+    /// What the create sent: the target's seen values if it is found, so a
+    /// later edit of the created record still reads as a change.
+    #[serde(default)]
+    pub payload: Fields,
     pub key_source: Option<String>,
     pub key_target: Option<String>,
 }

@@ -177,6 +177,7 @@ async fn suite(store: StateStore) {
         source_id: "a5000".into(),
         conditions: vec![("mail".into(), Value::text("new@x.com"))],
         seen_source: Some(fields(&[("email", "new@x.com")])),
+        payload: fields(&[("mail", "new@x.com")]),
         key_source: Some("new@x.com".into()),
         key_target: None,
     }];

@@ -1,0 +1,128 @@
+//! The CLI contract: validate's located errors, sync's JSON shape and exit
+//! codes, status, records as CSV, and the demo.
+
+use std::process::Command;
+
+use puente_testkit::Db;
+
+fn puente(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_puente"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("puente runs")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn validate_names_the_file_line_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("puente.toml"),
+        "[connections.shop]\nkind = \"postgres\"\nurl = \"postgres://x@127.0.0.1/test\"\n\n[[syncs]]\nname = \"s\"\na = { connection = \"shop\", object = \"t\" }\nb = { connection = \"shpo\", object = \"t\" }\nfields = [{ a = \"x\", b = \"x\" }]\n",
+    )
+    .unwrap();
+    let o = puente(dir.path(), &["validate", "--offline"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("puente.toml:8: sync s: b.connection \"shpo\" is not defined"),
+        "{t}"
+    );
+    assert!(t.contains("fix: use one of: shop"), "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_prints_the_json_contract_and_records_export_as_csv() {
+    let a = Db::sqlite();
+    let b = Db::pg().await;
+    a.contacts("people", 1, 30, false).await;
+    b.contacts("contacts", 21, 20, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("puente.toml"),
+        format!(
+            "[state]\nurl = \"sqlite://st/state.db\"\n[connections.l]\nkind = \"sqlite\"\nurl = \"{}\"\n[connections.r]\nkind = \"postgres\"\nurl = \"{}\"\n\
+             [[syncs]]\nname = \"people\"\na = {{ connection = \"l\", object = \"people\", cursor = \"updated_at\" }}\nb = {{ connection = \"r\", object = \"contacts\", cursor = \"updated_at\" }}\n\
+             match = [{{ a = \"email\", b = \"email\" }}]\nfields = [{{ a = \"email\", b = \"email\" }}, {{ a = \"first_name\", b = \"first_name\" }}]\n",
+            a.url(),
+            b.url()
+        ),
+    )
+    .unwrap();
+    let o = puente(dir.path(), &["sync", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let s = &v["syncs"][0];
+    assert_eq!(s["name"], "people");
+    assert_eq!(s["a"]["read"], 30);
+    assert_eq!(s["b"]["read"], 20);
+    assert_eq!(s["b"]["created"], 20);
+    assert_eq!(s["a"]["created"], 10);
+    for k in ["read", "created", "updated", "deleted", "failed"] {
+        assert!(s["a"][k].is_u64() && s["b"][k].is_u64(), "{k} missing: {s}");
+    }
+    assert!(s["excluded"].is_u64() && s["conflicts"].is_u64(), "{s}");
+
+    let o = puente(dir.path(), &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["syncs"][0]["in_sync"], 40);
+    assert_eq!(v["syncs"][0]["failures_by_category"], serde_json::json!({}));
+
+    let o = puente(
+        dir.path(),
+        &[
+            "records", "--sync", "people", "--status", "in_sync", "--format", "csv",
+        ],
+    );
+    let csv = String::from_utf8_lossy(&o.stdout);
+    assert!(csv.starts_with("sync,entry,a_id,b_id,status,"), "{csv}");
+    assert_eq!(csv.lines().count(), 41);
+
+    // Unknown sync names and unreachable servers are clear errors with a non-zero exit.
+    let o = puente(dir.path(), &["sync", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("no sync named nope; syncs are: people"),
+        "{}",
+        text(&o)
+    );
+    let cfg = std::fs::read_to_string(dir.path().join("puente.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("puente.toml"),
+        cfg.replace("127.0.0.1:5432", "127.0.0.1:9"),
+    )
+    .unwrap();
+    let o = puente(dir.path(), &["sync"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("connection r:") && text(&o).contains("cannot connect"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn the_demo_runs_offline_and_reports_what_to_try() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = puente(dir.path(), &["demo"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("conflict a:201 ↔ b:21 last_name/family_name"),
+        "{t}"
+    );
+    assert!(t.contains("in sync 337  failed 2"), "{t}");
+    assert!(
+        t.contains("mapping") && t.contains("not a valid e-mail address"),
+        "{t}"
+    );
+    assert!(t.contains("Try next:"), "{t}");
+}

@@ -1,0 +1,4 @@
+//! The `puente` binary as users run it.
+
+mod cli;
+mod crash;
