@@ -75,6 +75,9 @@ impl Pool {
         Ok(match flavor {
             Flavor::Postgres => {
                 let o = PgConnectOptions::from_str(url)?.disable_statement_logging();
+                // One direct attempt first: a refused or rejected connection
+                // fails at once instead of after the pool's retries.
+                o.connect().await?;
                 Pool::Pg(
                     PgPoolOptions::new()
                         .max_connections(4)
@@ -86,6 +89,7 @@ impl Pool {
             Flavor::Mysql => {
                 let url = url.replacen("mariadb://", "mysql://", 1);
                 let o = MySqlConnectOptions::from_str(&url)?.disable_statement_logging();
+                o.connect().await?;
                 Pool::My(
                     MySqlPoolOptions::new()
                         .max_connections(4)

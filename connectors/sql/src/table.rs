@@ -592,15 +592,17 @@ impl Object for SqlTable {
         };
         let val =
             |v: &serde_json::Value| -> Option<Value> { serde_json::from_value(v.clone()).ok() };
+        // The highest (cursor value, key) read so far, carried across pages.
         let mut max_cursor: Option<Value> = token.get("m").and_then(val);
+        let mut max_key: Option<Value> = token.get("mk").and_then(val);
         let pkq = self.q(&self.cols[self.pk].name);
         let limit = self.page_size;
         let f = self.flavor;
         let (sql, params): (String, Vec<(usize, Value)>) = match (self.cursor, since) {
             (Some(ci), Some(cur)) => {
                 let cq = self.cursor_expr(ci);
-                match (token.get("c").and_then(val), token.get("k").and_then(val)) {
-                    (Some(c), Some(k)) => (
+                let after = |c: Value, k: Value| {
+                    (
                         format!(
                             "SELECT {} FROM {} WHERE ({cq} > {} OR ({cq} = {} AND {pkq} > {})) ORDER BY {cq}, {pkq} LIMIT {limit}",
                             self.select_list,
@@ -610,22 +612,32 @@ impl Object for SqlTable {
                             f.ph(3)
                         ),
                         vec![(ci, c.clone()), (ci, c), (self.pk, k)],
-                    ),
+                    )
+                };
+                match (token.get("c").and_then(val), token.get("k").and_then(val)) {
+                    (Some(c), Some(k)) => after(c, k),
                     _ => {
                         let from: Value = cur.0.get("v").and_then(val).unwrap_or(Value::Null);
-                        let from = match from {
-                            Value::DateTime(dt) => Value::DateTime(dt - self.overlap),
-                            other => other,
-                        };
-                        (
-                            format!(
-                                "SELECT {} FROM {} WHERE {cq} >= {} ORDER BY {cq}, {pkq} LIMIT {limit}",
-                                self.select_list,
-                                self.source,
-                                self.cursor_param(ci, 1)
-                            ),
-                            vec![(ci, from)],
-                        )
+                        let key: Option<Value> = cur.0.get("k").and_then(val);
+                        match key {
+                            // No overlap: strictly after the last row read.
+                            Some(k) if self.overlap.is_zero() && !from.is_empty() => after(from, k),
+                            _ => {
+                                let from = match from {
+                                    Value::DateTime(dt) => Value::DateTime(dt - self.overlap),
+                                    other => other,
+                                };
+                                (
+                                    format!(
+                                        "SELECT {} FROM {} WHERE {cq} >= {} ORDER BY {cq}, {pkq} LIMIT {limit}",
+                                        self.select_list,
+                                        self.source,
+                                        self.cursor_param(ci, 1)
+                                    ),
+                                    vec![(ci, from)],
+                                )
+                            }
+                        }
                     }
                 }
             }
@@ -653,24 +665,33 @@ impl Object for SqlTable {
             let name = &self.cols[ci].name;
             for r in &records {
                 let v = r.get(name);
-                let bigger = match (&max_cursor, v) {
-                    (_, Value::Null) => false,
-                    (None, _) => true,
-                    (Some(Value::DateTime(m)), Value::DateTime(x)) => x > m,
-                    (Some(Value::Int(m)), Value::Int(x)) => x > m,
-                    (Some(Value::Date(m)), Value::Date(x)) => x > m,
-                    _ => false,
+                let order = match (&max_cursor, v) {
+                    (_, Value::Null) => None,
+                    (None, _) => Some(std::cmp::Ordering::Greater),
+                    (Some(Value::DateTime(m)), Value::DateTime(x)) => Some(x.cmp(m)),
+                    (Some(Value::Int(m)), Value::Int(x)) => Some(x.cmp(m)),
+                    (Some(Value::Date(m)), Value::Date(x)) => Some(x.cmp(m)),
+                    _ => None,
                 };
-                if bigger {
-                    max_cursor = Some(v.clone());
+                let key = self.pk_value(&r.id);
+                let key_bigger = match (&max_key, &key) {
+                    (None, _) => true,
+                    (Some(Value::Int(m)), Value::Int(k)) => k > m,
+                    (Some(m), k) => k.to_text() > m.to_text(),
+                };
+                match order {
+                    Some(std::cmp::Ordering::Greater) => {
+                        max_cursor = Some(v.clone());
+                        max_key = Some(key);
+                    }
+                    Some(std::cmp::Ordering::Equal) if key_bigger => max_key = Some(key),
+                    _ => {}
                 }
             }
         }
-        let last = records.last();
-        let full = records.len() == limit;
-        let next = match (full, last) {
+        let next = match (records.len() == limit, records.last()) {
             (true, Some(r)) => {
-                let mut t = json!({ "k": self.pk_value(&r.id), "m": max_cursor });
+                let mut t = json!({ "k": self.pk_value(&r.id), "m": max_cursor, "mk": max_key });
                 if let (Some(ci), Some(_)) = (self.cursor, since) {
                     t["c"] = json!(r.get(&self.cols[ci].name));
                 }
@@ -680,7 +701,7 @@ impl Object for SqlTable {
         };
         let cursor = if next.is_none() {
             match (max_cursor, since) {
-                (Some(m), _) => Some(Cursor(json!({ "v": m }))),
+                (Some(m), _) => Some(Cursor(json!({ "v": m, "k": max_key }))),
                 (None, Some(prev)) => Some(prev.clone()),
                 (None, None) => None,
             }
