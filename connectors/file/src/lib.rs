@@ -57,9 +57,20 @@ impl Connector for CsvConnector {
                 )))
             }
         };
+        let columns: Vec<String> = spec
+            .options
+            .get("columns")
+            .map(|c| {
+                c.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
         let file = CsvFile {
             path,
             key,
+            columns,
             delimiter,
             lock: Mutex::new(()),
             schema: ObjectSchema {
@@ -97,6 +108,8 @@ impl Connector for CsvConnector {
 struct CsvFile {
     path: PathBuf,
     key: String,
+    /// The header of a new file, after the key (the mapping's order).
+    columns: Vec<String>,
     delimiter: u8,
     lock: Mutex<()>,
     schema: ObjectSchema,
@@ -284,6 +297,7 @@ impl Object for CsvFile {
         let (mut headers, mut rows) = self.load().await?;
         if headers.is_empty() {
             headers.push(self.key.clone());
+            headers.extend(self.columns.iter().filter(|c| **c != self.key).cloned());
         }
         let mut out = Vec::with_capacity(ops.len());
         let index = |rows: &Rows, id: &str| {

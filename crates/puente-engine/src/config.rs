@@ -719,6 +719,26 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, Vec<Diagnostic>> {
         if r.match_.is_empty() {
             c.warn(s, format!("sync {name} has no match keys: records that exist on both sides before the first run will be duplicated"), Some("add match = [{ a = \"email\", b = \"email\" }] (or another unique field)".to_string()));
         }
+        // The mapped fields in their order, for objects that lay out new
+        // columns (a new CSV file's header).
+        let mut a = a;
+        let mut b = b;
+        a.spec.options.insert(
+            "columns".into(),
+            fields
+                .iter()
+                .map(|f| f.a.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        b.spec.options.insert(
+            "columns".into(),
+            fields
+                .iter()
+                .map(|f| f.b.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         syncs.push(SyncDef {
             name,
             enabled: r.enabled,

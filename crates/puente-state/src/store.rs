@@ -174,6 +174,16 @@ pub struct ChangeRow {
     pub at: String,
 }
 
+/// One row of the change log: a id, b id, side written, field, old, new.
+type LogRow<'a> = (
+    Option<String>,
+    Option<String>,
+    &'a str,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
 pub(crate) fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
 }
@@ -873,14 +883,7 @@ impl StateStore {
             }
         }
         // The change log, in bulk.
-        let mut rows: Vec<(
-            Option<String>,
-            Option<String>,
-            &str,
-            String,
-            Option<String>,
-            Option<String>,
-        )> = Vec::new();
+        let mut rows: Vec<LogRow<'_>> = Vec::new();
         for w in &c.entries {
             let e = &w.entry;
             for (side, fields) in &w.created {

@@ -151,7 +151,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &PathBuf) -> Result<config::Config> {
+fn load(path: &std::path::Path) -> Result<config::Config> {
     config::load(path).map_err(|diags| {
         anyhow!(
             "{}",
@@ -164,7 +164,7 @@ fn load(path: &PathBuf) -> Result<config::Config> {
     })
 }
 
-async fn engine(path: &PathBuf) -> Result<Engine> {
+async fn engine(path: &std::path::Path) -> Result<Engine> {
     let cfg = load(path)?;
     for w in &cfg.warnings {
         eprintln!("{w}");

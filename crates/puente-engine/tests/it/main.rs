@@ -2,5 +2,6 @@
 //! SQLite ↔ PostgreSQL, through the engine.
 
 mod bad_input;
+mod examples;
 mod fixtures;
 mod two_way;

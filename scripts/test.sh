@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: database servers readied, formatting, lints, every test.
+#   PUENTE_CRASH_TRIALS=200 scripts/test.sh   # a longer crash soak
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/services.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace
