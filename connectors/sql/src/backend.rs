@@ -44,11 +44,13 @@ impl Flavor {
             .join(".")
     }
 
-    /// The `n`th (1-based) bind placeholder.
+    /// The `n`th (1-based) bind placeholder. SQLite gets anonymous `?`:
+    /// numbered ones are looked up by name, which is quadratic in wide
+    /// statements. Statements bind in placeholder order, never reusing one.
     pub fn ph(self, n: usize) -> String {
         match self {
-            Flavor::Mysql => "?".to_string(),
-            _ => format!("${n}"),
+            Flavor::Postgres => format!("${n}"),
+            Flavor::Mysql | Flavor::Sqlite => "?".to_string(),
         }
     }
 

@@ -350,7 +350,27 @@ impl Engine {
             }
             keys.sort();
             keys.dedup();
-            for e in self.state.entries_by_keys(sync, &keys).await? {
+            let by_key = self.state.entries_by_keys(sync, &keys).await?;
+            // A first sight merges current values: read the records these
+            // entries stand for (seen values may be stale).
+            for side in [Side::A, Side::B] {
+                let have: HashSet<&String> = read[side_idx(side)].iter().map(|r| &r.id).collect();
+                let want: Vec<String> = by_key
+                    .iter()
+                    .filter(|e| !entries.contains_key(&e.id) && !e.deleted_on(side))
+                    .filter_map(|e| e.id_on(side))
+                    .filter(|id| !have.contains(id))
+                    .cloned()
+                    .collect();
+                if !want.is_empty() {
+                    let more = objs[side_idx(side)]
+                        .read_by_ids(&want)
+                        .await
+                        .map_err(connector_err(def, side))?;
+                    read[side_idx(side)].extend(more);
+                }
+            }
+            for e in by_key {
                 entries.entry(e.id).or_insert(e);
             }
         }
@@ -444,6 +464,23 @@ impl Engine {
             .min(objs[0].capabilities().max_batch)
             .min(objs[1].capabilities().max_batch)
             .max(1);
+        report.echoes_suppressed += p.items.iter().map(|i| i.echoes as u64).sum::<u64>();
+        let echoes_seen: Vec<i64> = p
+            .items
+            .iter()
+            .filter(|i| !i.changed && i.echoes > 0)
+            .filter_map(|i| i.entry_id)
+            .collect();
+        if !echoes_seen.is_empty() {
+            self.state
+                .commit(&Commit {
+                    sync: sync.to_string(),
+                    run_id,
+                    echoes_seen,
+                    ..Commit::default()
+                })
+                .await?;
+        }
         let items: Vec<ItemPlan> = p.items.into_iter().filter(|i| i.changed).collect();
         count_status(&items, report);
         let total = items.len();
@@ -452,46 +489,40 @@ impl Engine {
             let mut chunk: Vec<ItemPlan> = chunk.to_vec();
             // 1. Intents for the creates, committed before any create is sent.
             let mut intents = Vec::new();
-            for (ix, it) in chunk.iter().enumerate() {
+            for it in &chunk {
                 for side in [Side::A, Side::B] {
                     if let Some(PlannedWrite::Create { fields }) = it.write(side) {
                         let src = side.other();
-                        intents.push((
-                            ix,
-                            Intent {
-                                id: 0,
-                                sync: sync.to_string(),
-                                side,
-                                entry_id: it.entry_id,
-                                source_id: it.id(src).cloned().unwrap_or_default(),
-                                conditions: intent_conditions(spec, side, fields),
-                                payload: fields.clone(),
-                                seen_source: if src == Side::A {
-                                    it.seen_a.clone()
-                                } else {
-                                    it.seen_b.clone()
-                                },
-                                key_source: if src == Side::A {
-                                    it.key_a.clone()
-                                } else {
-                                    it.key_b.clone()
-                                },
-                                key_target: if side == Side::A {
-                                    it.key_a.clone()
-                                } else {
-                                    it.key_b.clone()
-                                },
+                        intents.push(Intent {
+                            id: 0,
+                            sync: sync.to_string(),
+                            side,
+                            entry_id: it.entry_id,
+                            source_id: it.id(src).cloned().unwrap_or_default(),
+                            conditions: intent_conditions(spec, side, fields),
+                            payload: fields.clone(),
+                            seen_source: if src == Side::A {
+                                it.seen_a.clone()
+                            } else {
+                                it.seen_b.clone()
                             },
-                        ));
+                            key_source: if src == Side::A {
+                                it.key_a.clone()
+                            } else {
+                                it.key_b.clone()
+                            },
+                            key_target: if side == Side::A {
+                                it.key_a.clone()
+                            } else {
+                                it.key_b.clone()
+                            },
+                        });
                     }
                 }
             }
+            let mut intent_batches = Vec::new();
             if !intents.is_empty() {
-                let mut list: Vec<Intent> = intents.iter().map(|(_, i)| i.clone()).collect();
-                self.state.add_intents(&mut list).await?;
-                for ((_, i), stored) in intents.iter_mut().zip(list) {
-                    *i = stored;
-                }
+                intent_batches.push(self.state.add_intents(&intents).await?);
             }
             // 2. Writes, side by side.
             let mut created: Vec<Vec<(Side, Fields)>> = vec![Vec::new(); chunk.len()];
@@ -656,8 +687,10 @@ impl Engine {
                     run_id,
                     drops,
                     entries: writes,
-                    intents_done: intents.iter().map(|(_, i)| i.id).collect(),
+                    intents_done: Vec::new(),
+                    intent_batches,
                     cursors: Vec::new(),
+                    echoes_seen: Vec::new(),
                 })
                 .await?;
             done += chunk_size.min(total - done);
@@ -768,7 +801,9 @@ impl Engine {
                 drops: Vec::new(),
                 entries: writes,
                 intents_done: pending.iter().map(|i| i.id).collect(),
+                intent_batches: Vec::new(),
                 cursors: Vec::new(),
+                echoes_seen: Vec::new(),
             })
             .await?;
         Ok(recovered)
@@ -827,7 +862,7 @@ impl Engine {
         }
         let run_id = self.state.start_run(sync, false).await?;
         for chunk in entries.chunks(objs[side_idx(side)].capabilities().max_batch.max(1)) {
-            let mut intents: Vec<Intent> = chunk
+            let intents: Vec<Intent> = chunk
                 .iter()
                 .map(|e| {
                     let fields = payload_of(e);
@@ -857,7 +892,7 @@ impl Engine {
                     }
                 })
                 .collect();
-            self.state.add_intents(&mut intents).await?;
+            let batch = self.state.add_intents(&intents).await?;
             let ops: Vec<WriteOp> = chunk
                 .iter()
                 .map(|e| WriteOp::Create {
@@ -915,8 +950,10 @@ impl Engine {
                     run_id,
                     drops: Vec::new(),
                     entries: writes,
-                    intents_done: intents.iter().map(|i| i.id).collect(),
+                    intents_done: Vec::new(),
+                    intent_batches: vec![batch],
                     cursors: Vec::new(),
+                    echoes_seen: Vec::new(),
                 })
                 .await?;
         }
@@ -930,7 +967,6 @@ impl Engine {
 fn count_status(items: &[ItemPlan], report: &mut SyncReport) {
     for it in items {
         report.conflicts += it.conflicts.len() as u64;
-        report.echoes_suppressed += it.echoes as u64;
         match &it.status {
             Status::Excluded(_) => report.excluded += 1,
             Status::Waiting(_) => report.waiting += 1,
@@ -950,6 +986,7 @@ fn count_status(items: &[ItemPlan], report: &mut SyncReport) {
 
 /// A dry run's counts: what the writes would be.
 fn count_plan(p: &Plan, report: &mut SyncReport) {
+    report.echoes_suppressed += p.items.iter().map(|i| i.echoes as u64).sum::<u64>();
     let items: Vec<ItemPlan> = p.items.iter().filter(|i| i.changed).cloned().collect();
     count_status(&items, report);
     for it in &items {

@@ -200,7 +200,8 @@ pub struct ItemPlan {
     pub resolved: Vec<String>,
     /// Entries merged into this one (to remove first).
     pub drop_entries: Vec<i64>,
-    /// Reads of records whose values were Puente's own last write.
+    /// Reads of records whose values were Puente's own last write. An item
+    /// with echoes but nothing `changed` only needs its echo flags cleared.
     pub echoes: u32,
     /// This plan records a record found missing on that side.
     pub detected_delete: Option<Side>,
@@ -489,10 +490,21 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
         match (ca, cb) {
             (Some(ma), Some(mb)) => {
                 let (x, y) = (&cands[ma], &cands[mb]);
-                if !x.read && !y.read {
-                    continue;
+                match (x.read, y.read) {
+                    (true, true) => items.push(first_sight(spec, refs, &entries, x, y)),
+                    (false, false) => {}
+                    // Seen values may be stale: merging needs both records as
+                    // they are now. The engine reads key matches first, so
+                    // this is a record that is gone but not yet known deleted.
+                    _ => {
+                        let (read, unread) = if x.read { (x, y) } else { (y, x) };
+                        let reason = format!(
+                            "matches {} record {}, which could not be read; it is linked once that record is found or known deleted",
+                            unread.side, unread.rec.id
+                        );
+                        items.push(single(spec, &entries, read, Status::Waiting(reason)));
+                    }
                 }
-                items.push(first_sight(spec, refs, &entries, x, y));
             }
             (Some(m), None) | (None, Some(m)) => {
                 let c = &cands[m];
@@ -503,17 +515,15 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
             (None, None) => {}
         }
     }
+    let by_entry: HashMap<i64, &Entry> = entries.iter().map(|e| (e.id, e)).collect();
     for it in &mut items {
         if !it.changed {
             continue;
         }
-        let prior = it
-            .entry_id
-            .and_then(|id| entries.iter().find(|e| e.id == id));
+        let prior = it.entry_id.and_then(|id| by_entry.get(&id).copied());
         if let Some(e) = prior {
             it.changed = it.write_a.is_some()
                 || it.write_b.is_some()
-                || it.echoes > 0
                 || !it.conflicts.is_empty()
                 || !it.resolved.is_empty()
                 || !it.drop_entries.is_empty()

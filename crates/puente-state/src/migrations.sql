@@ -24,9 +24,9 @@ CREATE TABLE cursors (
 );
 CREATE TABLE intents (
     id {PK}, sync TEXT NOT NULL, side TEXT NOT NULL, entry_id {INT}, source_id TEXT NOT NULL,
-    conditions TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL
+    conditions TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL, batch TEXT NOT NULL
 );
-CREATE INDEX intents_sync ON intents (sync);
+CREATE INDEX intents_batch ON intents (batch);
 CREATE TABLE changes (
     id {PK}, run_id {INT} NOT NULL, sync TEXT NOT NULL, a_id TEXT, b_id TEXT,
     side TEXT NOT NULL, field TEXT NOT NULL, old TEXT, new TEXT, at TEXT NOT NULL

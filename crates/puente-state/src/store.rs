@@ -13,6 +13,8 @@ const MIGRATION_V1: &str = include_str!("migrations.sql");
 /// Rows per multi-row statement (well under SQLite's and PostgreSQL's
 /// parameter limits).
 const CHUNK: usize = 400;
+/// Makes intent batch tokens unique within a process.
+static BATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -95,6 +97,11 @@ pub struct Commit {
     pub drops: Vec<i64>,
     pub entries: Vec<EntryWrite>,
     pub intents_done: Vec<i64>,
+    /// Batches of intents (from `add_intents`) this commit settles.
+    pub intent_batches: Vec<String>,
+    /// Entries read back after Puente's own write, unchanged: only their
+    /// echo flags are cleared.
+    pub echoes_seen: Vec<i64>,
     pub cursors: Vec<(String, serde_json::Value)>,
 }
 
@@ -310,6 +317,29 @@ impl StateStore {
         Ok(store)
     }
 
+    /// The statement for this backend: SQLite gets anonymous `?`
+    /// placeholders (sqlx looks up each numbered one by name, and SQLite
+    /// walks a list to answer, which makes wide statements quadratic).
+    /// Placeholders are numbered in order and never reused, so this is exact.
+    fn sql(&self, q: &str) -> String {
+        if self.backend == Backend::Postgres {
+            return q.to_string();
+        }
+        let mut out = String::with_capacity(q.len());
+        let mut chars = q.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                while chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                    chars.next();
+                }
+                out.push('?');
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -318,19 +348,20 @@ impl StateStore {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
             // One migrator at a time across processes.
-            sqlx::query("SELECT pg_advisory_xact_lock(7202611)")
+            sqlx::query(&self.sql("SELECT pg_advisory_xact_lock(7202611)"))
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
+        sqlx::query(&self.sql(
             "CREATE TABLE IF NOT EXISTS puente_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        )
+        ))
         .execute(&mut *tx)
         .await?;
-        let version: Option<String> =
-            sqlx::query_scalar("SELECT value FROM puente_meta WHERE key = 'schema_version'")
-                .fetch_optional(&mut *tx)
-                .await?;
+        let version: Option<String> = sqlx::query_scalar(
+            &self.sql("SELECT value FROM puente_meta WHERE key = 'schema_version'"),
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         if version.is_none() {
             let (pk, int) = match self.backend {
                 Backend::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER"),
@@ -345,9 +376,11 @@ impl StateStore {
             }) {
                 sqlx::query(stmt).execute(&mut *tx).await?;
             }
-            sqlx::query("INSERT INTO puente_meta (key, value) VALUES ('schema_version', '1')")
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                &self.sql("INSERT INTO puente_meta (key, value) VALUES ('schema_version', '1')"),
+            )
+            .execute(&mut *tx)
+            .await?;
         } else if version.as_deref() != Some("1") {
             return Err(StateError::Corrupt(format!(
                 "schema version {}",
@@ -362,7 +395,7 @@ impl StateStore {
 
     pub async fn start_run(&self, sync: &str, dry_run: bool) -> Result<i64> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (sync, started_at, status, dry_run) VALUES ($1, $2, 'running', $3) RETURNING id",
+            &self.sql("INSERT INTO runs (sync, started_at, status, dry_run) VALUES ($1, $2, 'running', $3) RETURNING id"),
         )
         .bind(sync)
         .bind(now())
@@ -379,9 +412,9 @@ impl StateStore {
         counts: &serde_json::Value,
         error: Option<&str>,
     ) -> Result<()> {
-        sqlx::query(
+        sqlx::query(&self.sql(
             "UPDATE runs SET finished_at = $1, status = $2, counts = $3, error = $4 WHERE id = $5",
-        )
+        ))
         .bind(now())
         .bind(status)
         .bind(counts.to_string())
@@ -393,10 +426,10 @@ impl StateStore {
     }
 
     pub async fn runs(&self, sync: Option<&str>, limit: i64) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&self.sql(
             "SELECT id, sync, started_at, finished_at, status, dry_run, counts, error FROM runs
              WHERE ($1 = '' OR sync = $2) ORDER BY id DESC LIMIT $3",
-        )
+        ))
         .bind(sync.unwrap_or(""))
         .bind(sync.unwrap_or(""))
         .bind(limit)
@@ -424,12 +457,13 @@ impl StateStore {
 
     /// The committed cursor (or other per-sync marker) named `side`.
     pub async fn cursor(&self, sync: &str, side: &str) -> Result<Option<serde_json::Value>> {
-        let v: Option<String> =
-            sqlx::query_scalar("SELECT value FROM cursors WHERE sync = $1 AND side = $2")
-                .bind(sync)
-                .bind(side)
-                .fetch_optional(&self.pool)
-                .await?;
+        let v: Option<String> = sqlx::query_scalar(
+            &self.sql("SELECT value FROM cursors WHERE sync = $1 AND side = $2"),
+        )
+        .bind(sync)
+        .bind(side)
+        .fetch_optional(&self.pool)
+        .await?;
         v.map(|s| serde_json::from_str(&s).map_err(|e| StateError::Corrupt(e.to_string())))
             .transpose()
     }
@@ -486,11 +520,11 @@ impl StateStore {
     ) -> Result<Vec<Entry>> {
         let mut out = Vec::new();
         for chunk in values.chunks(CHUNK) {
-            let sql = format!(
+            let sql = self.sql(&format!(
                 "SELECT {} FROM entries WHERE sync = $1 AND {column} IN ({})",
                 Self::ENTRY_COLS,
                 ph(2, chunk.len())
-            );
+            ));
             let mut q = sqlx::query(&sql).bind(sync);
             for v in chunk {
                 q = q.bind(v.as_str());
@@ -507,10 +541,10 @@ impl StateStore {
         let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
         let mut by_entry: HashMap<i64, Vec<(String, String, Option<String>)>> = HashMap::new();
         for chunk in ids.chunks(CHUNK) {
-            let sql = format!(
+            let sql = self.sql(&format!(
                 "SELECT entry_id, field_a, state, resolution FROM conflicts WHERE state <> 'applied' AND entry_id IN ({})",
                 ph(1, chunk.len())
-            );
+            ));
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(*id);
@@ -568,11 +602,11 @@ impl StateStore {
         let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
         let mut out = Vec::new();
         for chunk in ids.chunks(CHUNK) {
-            let sql = format!(
+            let sql = self.sql(&format!(
                 "SELECT {} FROM entries WHERE sync = $1 AND id IN ({})",
                 Self::ENTRY_COLS,
                 ph(2, chunk.len())
-            );
+            ));
             let mut q = sqlx::query(&sql).bind(sync);
             for v in chunk {
                 q = q.bind(v.parse::<i64>().unwrap_or_default());
@@ -588,10 +622,10 @@ impl StateStore {
     /// Entries a run must look at again whatever the cursors say: failed
     /// records (retried), waiting ones, and conflicts a person has settled.
     pub async fn entries_to_revisit(&self, sync: &str) -> Result<Vec<Entry>> {
-        let ids: Vec<i64> = sqlx::query_scalar(
+        let ids: Vec<i64> = sqlx::query_scalar(&self.sql(
             "SELECT id FROM entries WHERE sync = $1 AND status IN ('failed', 'waiting')
              UNION SELECT entry_id FROM conflicts WHERE sync = $2 AND state = 'resolved'",
-        )
+        ))
         .bind(sync)
         .bind(sync)
         .fetch_all(&self.pool)
@@ -615,7 +649,7 @@ impl StateStore {
 
     /// Entries deleted on `side` and not on the other: what `restore` recreates.
     pub async fn deleted_on(&self, sync: &str, side: Side) -> Result<Vec<Entry>> {
-        let sql = format!(
+        let sql = self.sql(&format!(
             "SELECT {} FROM entries WHERE sync = $1 AND {} = 1 ORDER BY id",
             Self::ENTRY_COLS,
             if side == Side::A {
@@ -623,7 +657,7 @@ impl StateStore {
             } else {
                 "deleted_b"
             }
-        );
+        ));
         let rows = sqlx::query(&sql).bind(sync).fetch_all(&self.pool).await?;
         rows.iter().map(Self::entry_from_row).collect()
     }
@@ -652,33 +686,46 @@ impl StateStore {
 
     // ----- intents ----------------------------------------------------------
 
-    /// Records intents (committed before the creates they announce).
-    pub async fn add_intents(&self, intents: &mut [Intent]) -> Result<()> {
+    /// Records intents, committed before the creates they announce.
+    /// Returns the batch token that settles them all in a later commit.
+    pub async fn add_intents(&self, intents: &[Intent]) -> Result<String> {
+        let batch = format!(
+            "{}-{}",
+            now(),
+            BATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let at = now();
         let mut tx = self.pool.begin().await?;
-        for it in intents.iter_mut() {
-            let conditions = serde_json::to_string(&it.conditions).expect("serialise");
-            let payload = serde_json::to_string(&*it).expect("serialise");
-            it.id = sqlx::query_scalar(
-                "INSERT INTO intents (sync, side, entry_id, source_id, conditions, payload, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            )
-            .bind(&it.sync)
-            .bind(it.side.as_str())
-            .bind(it.entry_id)
-            .bind(&it.source_id)
-            .bind(conditions)
-            .bind(payload)
-            .bind(now())
-            .fetch_one(&mut *tx)
-            .await?;
+        const COLS: usize = 8;
+        for chunk in intents.chunks(CHUNK / 2) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", ph(1 + i * COLS, COLS)))
+                .collect();
+            let sql = self.sql(&format!(
+                "INSERT INTO intents (sync, side, entry_id, source_id, conditions, payload, created_at, batch) VALUES {}",
+                rows.join(", ")
+            ));
+            let mut q = sqlx::query(&sql);
+            for it in chunk {
+                q = q
+                    .bind(it.sync.clone())
+                    .bind(it.side.as_str())
+                    .bind(it.entry_id)
+                    .bind(it.source_id.clone())
+                    .bind(serde_json::to_string(&it.conditions).expect("serialise"))
+                    .bind(serde_json::to_string(it).expect("serialise"))
+                    .bind(at.clone())
+                    .bind(batch.clone());
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(batch)
     }
 
     pub async fn pending_intents(&self, sync: &str) -> Result<Vec<Intent>> {
         let rows = sqlx::query(
-            "SELECT id, side, entry_id, source_id, conditions, payload FROM intents WHERE sync = $1 ORDER BY id",
+            &self.sql("SELECT id, side, entry_id, source_id, conditions, payload FROM intents WHERE sync = $1 ORDER BY id"),
         )
         .bind(sync)
         .fetch_all(&self.pool)
@@ -709,7 +756,7 @@ impl StateStore {
         let mut tx = self.pool.begin().await?;
         let at = now();
         for id in &c.drops {
-            sqlx::query("DELETE FROM entries WHERE id = $1")
+            sqlx::query(&self.sql("DELETE FROM entries WHERE id = $1"))
                 .bind(*id)
                 .execute(&mut *tx)
                 .await?;
@@ -717,39 +764,53 @@ impl StateStore {
         // Updates first (they may free ids that new entries take), then inserts.
         let (existing, new): (Vec<&EntryWrite>, Vec<&EntryWrite>) =
             c.entries.iter().partition(|w| w.id.is_some());
-        for w in &existing {
-            let e = &w.entry;
-            let (status, reason, category, message, hint) = status_columns(&e.status);
-            sqlx::query(
-                "UPDATE entries SET a_id = $1, b_id = $2, key_a = $3, key_b = $4, seen_a = $5, seen_b = $6,
-                 deleted_a = $7, deleted_b = $8, echo_a = $9, echo_b = $10, status = $11, reason = $12,
-                 category = $13, message = $14, hint = $15,
-                 attempts = CASE WHEN $16 = 1 THEN attempts + 1 ELSE 0 END, updated_at = $17,
-                 deleted_at = CASE WHEN $18 = 1 THEN COALESCE(deleted_at, $19) ELSE NULL END
-                 WHERE id = $20",
-            )
-            .bind(e.a_id.clone())
-            .bind(e.b_id.clone())
-            .bind(e.key_a.clone())
-            .bind(e.key_b.clone())
-            .bind(to_json(&e.seen_a))
-            .bind(to_json(&e.seen_b))
-            .bind(e.deleted_a as i64)
-            .bind(e.deleted_b as i64)
-            .bind(e.echo_a as i64)
-            .bind(e.echo_b as i64)
-            .bind(status)
-            .bind(reason)
-            .bind(category)
-            .bind(message)
-            .bind(hint)
-            .bind(w.failed_attempt as i64)
-            .bind(at.clone())
-            .bind((e.deleted_a || e.deleted_b) as i64)
-            .bind(at.clone())
-            .bind(w.id.unwrap_or_default())
-            .execute(&mut *tx)
-            .await?;
+        // Existing entries: one multi-row upsert per chunk.
+        const UCOLS: usize = 19;
+        for chunk in existing.chunks(CHUNK / 2) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", ph(1 + i * UCOLS, UCOLS)))
+                .collect();
+            let sql = self.sql(&format!(
+                "INSERT INTO entries (id, sync, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b,
+                 echo_a, echo_b, status, reason, category, message, hint, attempts, updated_at)
+                 VALUES {}
+                 ON CONFLICT (id) DO UPDATE SET a_id = excluded.a_id, b_id = excluded.b_id,
+                 key_a = excluded.key_a, key_b = excluded.key_b, seen_a = excluded.seen_a, seen_b = excluded.seen_b,
+                 deleted_a = excluded.deleted_a, deleted_b = excluded.deleted_b, echo_a = excluded.echo_a,
+                 echo_b = excluded.echo_b, status = excluded.status, reason = excluded.reason,
+                 category = excluded.category, message = excluded.message, hint = excluded.hint,
+                 attempts = CASE WHEN excluded.attempts = 1 THEN entries.attempts + 1 ELSE 0 END,
+                 updated_at = excluded.updated_at,
+                 deleted_at = CASE WHEN excluded.deleted_a = 1 OR excluded.deleted_b = 1
+                   THEN COALESCE(entries.deleted_at, excluded.updated_at) ELSE NULL END",
+                rows.join(", ")
+            ));
+            let mut q = sqlx::query(&sql);
+            for w in chunk {
+                let e = &w.entry;
+                let (status, reason, category, message, hint) = status_columns(&e.status);
+                q = q
+                    .bind(w.id.unwrap_or_default())
+                    .bind(c.sync.clone())
+                    .bind(e.a_id.clone())
+                    .bind(e.b_id.clone())
+                    .bind(e.key_a.clone())
+                    .bind(e.key_b.clone())
+                    .bind(to_json(&e.seen_a))
+                    .bind(to_json(&e.seen_b))
+                    .bind(e.deleted_a as i64)
+                    .bind(e.deleted_b as i64)
+                    .bind(e.echo_a as i64)
+                    .bind(e.echo_b as i64)
+                    .bind(status)
+                    .bind(reason)
+                    .bind(category)
+                    .bind(message)
+                    .bind(hint)
+                    .bind(w.failed_attempt as i64)
+                    .bind(at.clone());
+            }
+            q.execute(&mut *tx).await?;
         }
         // New entries with conflicts need their id; the rest go in bulk.
         let (with_id, bulk): (Vec<&EntryWrite>, Vec<&EntryWrite>) =
@@ -759,12 +820,12 @@ impl StateStore {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|i| format!("({})", ph(1 + i * COLS, COLS)))
                 .collect();
-            let sql = format!(
+            let sql = self.sql(&format!(
                 "INSERT INTO entries (sync, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b,
                  echo_a, echo_b, status, reason, category, message, hint, attempts, updated_at, deleted_at)
                  VALUES {}",
                 rows.join(", ")
-            );
+            ));
             let mut q = sqlx::query(&sql);
             for w in chunk {
                 let e = &w.entry;
@@ -800,9 +861,9 @@ impl StateStore {
             let e = &w.entry;
             let (status, reason, category, message, hint) = status_columns(&e.status);
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO entries (sync, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b,
+                &self.sql("INSERT INTO entries (sync, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b,
                  echo_a, echo_b, status, reason, category, message, hint, attempts, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17) RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17) RETURNING id"),
             )
             .bind(c.sync.clone())
             .bind(e.a_id.clone())
@@ -834,7 +895,7 @@ impl StateStore {
                 };
                 if state == "open" {
                     sqlx::query(
-                        "UPDATE conflicts SET value_a = $1, value_b = $2 WHERE entry_id = $3 AND field_a = $4 AND state <> 'applied'",
+                        &self.sql("UPDATE conflicts SET value_a = $1, value_b = $2 WHERE entry_id = $3 AND field_a = $4 AND state <> 'applied'"),
                     )
                     .bind(value_json(&note.value_a))
                     .bind(value_json(&note.value_b))
@@ -843,7 +904,7 @@ impl StateStore {
                     .execute(&mut *tx)
                     .await?;
                     let open: Option<i64> = sqlx::query_scalar(
-                        "SELECT id FROM conflicts WHERE entry_id = $1 AND field_a = $2 AND state <> 'applied'",
+                        &self.sql("SELECT id FROM conflicts WHERE entry_id = $1 AND field_a = $2 AND state <> 'applied'"),
                     )
                     .bind(*id)
                     .bind(&note.field_a)
@@ -854,8 +915,8 @@ impl StateStore {
                     }
                 }
                 sqlx::query(
-                    "INSERT INTO conflicts (sync, entry_id, field_a, field_b, value_a, value_b, created_at, state, resolution, resolved_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    &self.sql("INSERT INTO conflicts (sync, entry_id, field_a, field_b, value_a, value_b, created_at, state, resolution, resolved_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
                 )
                 .bind(c.sync.clone())
                 .bind(*id)
@@ -872,8 +933,8 @@ impl StateStore {
             }
             for field in &w.resolved {
                 sqlx::query(
-                    "UPDATE conflicts SET state = 'applied', resolved_at = COALESCE(resolved_at, $1)
-                     WHERE entry_id = $2 AND field_a = $3 AND state <> 'applied'",
+                    &self.sql("UPDATE conflicts SET state = 'applied', resolved_at = COALESCE(resolved_at, $1)
+                     WHERE entry_id = $2 AND field_a = $3 AND state <> 'applied'"),
                 )
                 .bind(at.clone())
                 .bind(*id)
@@ -912,10 +973,10 @@ impl StateStore {
             let vals: Vec<String> = (0..chunk.len())
                 .map(|i| format!("({})", ph(1 + i * CCOLS, CCOLS)))
                 .collect();
-            let sql = format!(
+            let sql = self.sql(&format!(
                 "INSERT INTO changes (run_id, sync, a_id, b_id, side, field, old, new, at) VALUES {}",
                 vals.join(", ")
-            );
+            ));
             let mut q = sqlx::query(&sql);
             for (a, b, side, field, old, new) in chunk {
                 q = q
@@ -931,16 +992,33 @@ impl StateStore {
             }
             q.execute(&mut *tx).await?;
         }
+        for chunk in c.echoes_seen.chunks(CHUNK) {
+            let sql = self.sql(&format!(
+                "UPDATE entries SET echo_a = 0, echo_b = 0 WHERE id IN ({})",
+                ph(1, chunk.len())
+            ));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for batch in &c.intent_batches {
+            sqlx::query(&self.sql("DELETE FROM intents WHERE batch = $1"))
+                .bind(batch.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
         for id in &c.intents_done {
-            sqlx::query("DELETE FROM intents WHERE id = $1")
+            sqlx::query(&self.sql("DELETE FROM intents WHERE id = $1"))
                 .bind(*id)
                 .execute(&mut *tx)
                 .await?;
         }
         for (name, value) in &c.cursors {
             sqlx::query(
-                "INSERT INTO cursors (sync, side, value, updated_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (sync, side) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                &self.sql("INSERT INTO cursors (sync, side, value, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (sync, side) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"),
             )
             .bind(c.sync.clone())
             .bind(name.clone())
@@ -957,7 +1035,7 @@ impl StateStore {
 
     pub async fn status_counts(&self, sync: &str) -> Result<StatusCounts> {
         let rows = sqlx::query(
-            "SELECT status, category, COUNT(*) AS n FROM entries WHERE sync = $1 GROUP BY status, category",
+            &self.sql("SELECT status, category, COUNT(*) AS n FROM entries WHERE sync = $1 GROUP BY status, category"),
         )
         .bind(sync)
         .fetch_all(&self.pool)
@@ -985,9 +1063,9 @@ impl StateStore {
 
     pub async fn records(&self, f: &RecordFilter) -> Result<Vec<RecordRow>> {
         let rows = sqlx::query(
-            "SELECT sync, id, a_id, b_id, status, category, reason, message, hint, deleted_a, deleted_b, attempts, updated_at
+            &self.sql("SELECT sync, id, a_id, b_id, status, category, reason, message, hint, deleted_a, deleted_b, attempts, updated_at
              FROM entries WHERE ($1 = '' OR sync = $2) AND ($3 = '' OR status = $4) AND ($5 = '' OR category = $6)
-             ORDER BY sync, id LIMIT $7",
+             ORDER BY sync, id LIMIT $7"),
         )
         .bind(f.sync.clone().unwrap_or_default())
         .bind(f.sync.clone().unwrap_or_default())
@@ -1032,10 +1110,10 @@ impl StateStore {
         a_id: Option<&str>,
         b_id: Option<&str>,
     ) -> Result<Vec<ChangeRow>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&self.sql(
             "SELECT run_id, side, field, old, new, at FROM changes
              WHERE sync = $1 AND (a_id = $2 OR b_id = $3) ORDER BY id",
-        )
+        ))
         .bind(sync)
         .bind(a_id.map(str::to_string))
         .bind(b_id.map(str::to_string))
@@ -1057,9 +1135,9 @@ impl StateStore {
 
     pub async fn conflicts(&self, sync: Option<&str>, open_only: bool) -> Result<Vec<ConflictRow>> {
         let rows = sqlx::query(
-            "SELECT c.id, c.sync, c.entry_id, e.a_id, e.b_id, c.field_a, c.field_b, c.value_a, c.value_b, c.created_at, c.state
+            &self.sql("SELECT c.id, c.sync, c.entry_id, e.a_id, e.b_id, c.field_a, c.field_b, c.value_a, c.value_b, c.created_at, c.state
              FROM conflicts c LEFT JOIN entries e ON e.id = c.entry_id
-             WHERE ($1 = '' OR c.sync = $2) AND ($3 = 0 OR c.state = 'open') ORDER BY c.id",
+             WHERE ($1 = '' OR c.sync = $2) AND ($3 = 0 OR c.state = 'open') ORDER BY c.id"),
         )
         .bind(sync.unwrap_or(""))
         .bind(sync.unwrap_or(""))
@@ -1094,10 +1172,10 @@ impl StateStore {
     /// sync applies it. Returns the conflict's sync.
     pub async fn resolve_conflict(&self, id: i64, resolution: &Resolution) -> Result<String> {
         let json = serde_json::to_string(&ResolutionJson::from(resolution)).expect("serialise");
-        let sync: Option<String> = sqlx::query_scalar(
+        let sync: Option<String> = sqlx::query_scalar(&self.sql(
             "UPDATE conflicts SET state = 'resolved', resolution = $1, resolved_at = $2
              WHERE id = $3 AND state = 'open' RETURNING sync",
-        )
+        ))
         .bind(json)
         .bind(now())
         .bind(id)
@@ -1114,9 +1192,9 @@ impl StateStore {
     pub async fn integrity_problems(&self) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         for (side, col) in [("a", "a_id"), ("b", "b_id")] {
-            let sql = format!(
+            let sql = self.sql(&format!(
                 "SELECT sync, {col} AS rid, COUNT(*) AS n FROM entries WHERE {col} IS NOT NULL GROUP BY sync, {col} HAVING COUNT(*) > 1"
-            );
+            ));
             for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
                 problems.push(format!(
                     "sync {}: {side} record {} is in {} entries",
@@ -1127,7 +1205,7 @@ impl StateStore {
             }
         }
         let orphans: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM conflicts c WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.id = c.entry_id) AND c.state <> 'applied'",
+            &self.sql("SELECT COUNT(*) FROM conflicts c WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.id = c.entry_id) AND c.state <> 'applied'"),
         )
         .fetch_one(&self.pool)
         .await?;

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use puente_core::normalize::KeyNormalizer;
 use puente_core::{Fields, Record, Side, Value};
 use puente_plan::{
-    plan, plan_deletes, render, Entry, FieldMap, MatchKey, Plan, PlanInput, PlannedWrite, Status,
-    SyncSpec,
+    key_of, plan, plan_deletes, render, Entry, FieldMap, MatchKey, Plan, PlanInput, PlannedWrite,
+    Status, SyncSpec,
 };
 
 #[derive(Default, Clone, Debug)]
@@ -185,8 +185,38 @@ impl World {
                 e.deleted_b |= d.deleted_b;
             }
         }
-        let a = self.a.changes();
-        let b = self.b.changes();
+        let mut a = self.a.changes();
+        let mut b = self.b.changes();
+        // As the engine does: records of entries sharing a key with what was
+        // read are read too, so a first sight merges current values.
+        let keys: std::collections::HashSet<String> = a
+            .iter()
+            .filter_map(|r| key_of(&self.spec, Side::A, &r.fields))
+            .chain(
+                b.iter()
+                    .filter_map(|r| key_of(&self.spec, Side::B, &r.fields)),
+            )
+            .collect();
+        for e in entries.values() {
+            let shares = [&e.key_a, &e.key_b]
+                .iter()
+                .any(|k| k.as_ref().is_some_and(|k| keys.contains(k)));
+            if !shares {
+                continue;
+            }
+            for (side, read) in [(Side::A, &mut a), (Side::B, &mut b)] {
+                let store = if side == Side::A { &self.a } else { &self.b };
+                if let Some(id) = e.id_on(side) {
+                    if !e.deleted_on(side) && !read.iter().any(|r| &r.id == id) {
+                        if let Some(f) = store.rows.get(id) {
+                            let mut r = Record::new(id.clone());
+                            r.fields = f.clone();
+                            read.push(r);
+                        }
+                    }
+                }
+            }
+        }
         let p = plan(
             &self.spec,
             PlanInput {
@@ -219,6 +249,12 @@ impl World {
                 self.entries.remove(d);
             }
             if !it.changed {
+                if it.echoes > 0 {
+                    if let Some(e) = it.entry_id.and_then(|id| self.entries.get_mut(&id)) {
+                        e.echo_a = false;
+                        e.echo_b = false;
+                    }
+                }
                 continue;
             }
             let mut e = match it.entry_id.and_then(|id| self.entries.get(&id).cloned()) {

@@ -90,7 +90,10 @@ fn assert_converged(w: &World) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // PROPTEST_CASES=20000 for a longer search.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(512)
+    ))]
     #[test]
     fn runs_converge_and_then_write_nothing(
         rounds in prop::collection::vec(prop::collection::vec(edit(), 0..8), 1..5),

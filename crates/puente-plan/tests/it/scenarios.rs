@@ -458,3 +458,27 @@ fn one_way_syncs_create_only_downstream() {
         "#,
     );
 }
+
+#[test]
+fn a_new_record_matching_a_tombstones_partner_merges_its_current_values() {
+    // Found by the convergence property: a is deleted, its partner on b is
+    // edited, then a new a record with the same key arrives. The merge must
+    // use b's current values, not the seen values kept for a restore.
+    let mut w = World::new(contacts_spec());
+    let a1 = w.a.insert(&[("email", "di@x.com"), ("city", "Oslo")]);
+    w.run();
+    w.run();
+    let b1 = w.partner(Side::A, &a1).unwrap();
+    w.a.rows.remove(&a1);
+    w.b.set(&b1, "town", "Rome");
+    w.run();
+    let a2 = w.a.insert(&[("email", "di@x.com"), ("city", "")]);
+    w.run();
+    assert_eq!(w.a.get(&a2, "city"), Value::text("Rome"));
+    assert_eq!(
+        w.partner(Side::A, &a2).as_deref(),
+        Some(b1.as_str()),
+        "relinked, not duplicated"
+    );
+    assert_eq!(w.b.rows.len(), 1);
+}

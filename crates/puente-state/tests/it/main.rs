@@ -169,7 +169,7 @@ async fn suite(store: StateStore) {
     assert!(e.echo_b);
 
     // Intents survive until settled.
-    let mut intents = vec![Intent {
+    let intents = vec![Intent {
         id: 0,
         sync: "s".into(),
         side: Side::B,
@@ -181,14 +181,16 @@ async fn suite(store: StateStore) {
         key_source: Some("new@x.com".into()),
         key_target: None,
     }];
-    store.add_intents(&mut intents).await.unwrap();
-    let pending = store.pending_intents("s").await.unwrap();
+    let batch = store.add_intents(&intents).await.unwrap();
+    let mut pending = store.pending_intents("s").await.unwrap();
+    assert_eq!(pending.len(), 1);
+    pending[0].id = 0;
     assert_eq!(pending, intents);
     store
         .commit(&Commit {
             sync: "s".into(),
             run_id: run2,
-            intents_done: vec![intents[0].id],
+            intent_batches: vec![batch],
             ..Commit::default()
         })
         .await
