@@ -90,10 +90,8 @@ fields = [
     phase(&e, "initial sync", n as u64).await;
     phase(&e, "read-back of own writes", n as u64).await;
     let changed = n / 100;
-    a.exec(&format!(
-        "UPDATE people SET last_name = 'changed' WHERE id % 100 = 0"
-    ))
-    .await;
+    a.exec("UPDATE people SET last_name = 'changed' WHERE id % 100 = 0")
+        .await;
     phase(
         &e,
         &format!("incremental ({changed} changed)"),
