@@ -11,6 +11,11 @@
 
 use std::time::Instant;
 
+// Sync work is many small allocations (records, values, keys); mimalloc
+// handles them far better than the system allocator (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use puente_engine::{config, Engine, RunOptions};
 use puente_testkit::Db;
 

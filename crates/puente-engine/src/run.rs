@@ -561,7 +561,26 @@ impl Engine {
                     let it = &mut chunk[ix];
                     match outcome {
                         WriteOutcome::Written(rec) => {
-                            let seen = mapped(spec, side, &rec.fields);
+                            // A create: the target's record as it is now.
+                            // An update: the written fields as the target
+                            // holds them; every other field keeps the plan's
+                            // seen value (a held conflict, or a change made
+                            // meanwhile, must still read as a change).
+                            let seen = match it.write(side) {
+                                Some(PlannedWrite::Update { changes: ch, .. }) => {
+                                    let planned = if side == Side::A {
+                                        &it.seen_a
+                                    } else {
+                                        &it.seen_b
+                                    };
+                                    let mut seen = planned.clone().unwrap_or_default();
+                                    for c in ch {
+                                        seen.insert(c.field.clone(), rec.get(&c.field).clone());
+                                    }
+                                    seen
+                                }
+                                _ => mapped(spec, side, &rec.fields),
+                            };
                             match it.write(side) {
                                 Some(PlannedWrite::Create { fields }) => {
                                     created[ix].push((side, fields.clone()));

@@ -3,6 +3,11 @@
 
 use std::collections::HashMap;
 
+// Sync work is many small allocations (records, values, keys); mimalloc
+// handles them far better than the system allocator (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use puente_core::normalize::KeyNormalizer;
 use puente_core::{Fields, Record, Side, Value};

@@ -211,6 +211,15 @@ pub struct ItemPlan {
 
 impl ItemPlan {
     fn blank(entry: Option<&Entry>) -> ItemPlan {
+        let mut it = ItemPlan::blank_unseen(entry);
+        it.seen_a = entry.and_then(|e| e.seen_a.clone());
+        it.seen_b = entry.and_then(|e| e.seen_b.clone());
+        it
+    }
+
+    /// Like `blank`, without copying the seen values (for merges, which
+    /// set them).
+    fn blank_unseen(entry: Option<&Entry>) -> ItemPlan {
         ItemPlan {
             entry_id: entry.map(|e| e.id),
             a_id: entry.and_then(|e| e.a_id.clone()),
@@ -219,8 +228,8 @@ impl ItemPlan {
             key_b: entry.and_then(|e| e.key_b.clone()),
             write_a: None,
             write_b: None,
-            seen_a: entry.and_then(|e| e.seen_a.clone()),
-            seen_b: entry.and_then(|e| e.seen_b.clone()),
+            seen_a: None,
+            seen_b: None,
             deleted_a: entry.is_some_and(|e| e.deleted_a),
             deleted_b: entry.is_some_and(|e| e.deleted_b),
             status: Status::InSync,
@@ -834,7 +843,7 @@ fn first_sight(
     let ea = ca.entry.map(|i| &entries[i]);
     let eb = cb.entry.map(|i| &entries[i]);
     let keep = ea.or(eb);
-    let mut it = ItemPlan::blank(keep);
+    let mut it = ItemPlan::blank_unseen(keep);
     if let (Some(ea), Some(eb)) = (ea, eb) {
         if ea.id != eb.id {
             it.drop_entries.push(eb.id);
@@ -868,7 +877,7 @@ fn merge_linked(
     ra: Option<Record>,
     rb: Option<Record>,
 ) -> ItemPlan {
-    let mut it = ItemPlan::blank(Some(e));
+    let mut it = ItemPlan::blank_unseen(Some(e));
     // A record read again after being marked deleted has come back.
     it.deleted_a = e.deleted_a && ra.is_none();
     it.deleted_b = e.deleted_b && rb.is_none();
@@ -1060,9 +1069,14 @@ fn merge_fields(
                     });
                     new_seen[si].insert(names[si].to_string(), t.clone());
                 }
-                _ => {
-                    new_seen[si].insert(names[si].to_string(), cur[si].clone());
-                }
+                _ => match new_seen[si].get_mut(names[si]) {
+                    // Most fields did not move: leave the seen value be.
+                    Some(v) if v == cur[si] => {}
+                    Some(v) => *v = cur[si].clone(),
+                    None => {
+                        new_seen[si].insert(names[si].to_string(), cur[si].clone());
+                    }
+                },
             }
         }
     }

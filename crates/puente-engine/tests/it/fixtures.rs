@@ -31,6 +31,7 @@ name = "contacts"
 direction = "two-way"
 winner = "a"
 delete_check_interval_secs = 0
+{extra}
 a = {{ connection = "left", object = "people", cursor = "updated_at" }}
 b = {{ connection = "right", object = "contacts", cursor = "updated_at" }}
 match = [{{ a = "email", b = "email" }}]
@@ -41,7 +42,6 @@ fields = [
   {{ a = "stage", b = "stage" }},
   {{ a = "credit", b = "credit" }},
 ]
-{extra}
 "#,
         ak = a.kind(),
         au = a.url(),

@@ -2,6 +2,7 @@
 //! SQLite ↔ PostgreSQL, through the engine.
 
 mod bad_input;
+mod conflicts;
 mod examples;
 mod fixtures;
 mod two_way;

@@ -282,7 +282,7 @@ impl World {
                 if let Some(w) = it.write(side) {
                     stats.writes += 1;
                     let rec = self.side(side).write(w);
-                    let mapped: Fields = self
+                    let mut mapped: Fields = self
                         .spec
                         .fields
                         .iter()
@@ -292,6 +292,23 @@ impl World {
                             (n, v)
                         })
                         .collect();
+                    // As the engine does: an update takes the target's values
+                    // for the written fields only.
+                    if let PlannedWrite::Update { changes, .. } = w {
+                        let planned = if side == Side::A {
+                            &it.seen_a
+                        } else {
+                            &it.seen_b
+                        };
+                        let mut seen = planned.clone().unwrap_or_default();
+                        for c in changes {
+                            seen.insert(
+                                c.field.clone(),
+                                mapped.get(&c.field).cloned().unwrap_or(Value::Null),
+                            );
+                        }
+                        mapped = seen;
+                    }
                     match (side, w) {
                         (_, PlannedWrite::Delete { .. }) => match side {
                             Side::A => e.deleted_a = true,
