@@ -585,9 +585,16 @@ impl Engine {
                                 Some(PlannedWrite::Create { fields }) => {
                                     created[ix].push((side, fields.clone()));
                                     report.side(side).created += 1;
+                                    let key = key_of(spec, side, &rec.fields);
                                     match side {
-                                        Side::A => it.a_id = Some(rec.id.clone()),
-                                        Side::B => it.b_id = Some(rec.id.clone()),
+                                        Side::A => {
+                                            it.a_id = Some(rec.id.clone());
+                                            it.key_a = key;
+                                        }
+                                        Side::B => {
+                                            it.b_id = Some(rec.id.clone());
+                                            it.key_b = key;
+                                        }
                                     }
                                 }
                                 Some(PlannedWrite::Update { changes: ch, .. }) => {

@@ -803,6 +803,7 @@ fn unmatched(spec: &SyncSpec, refs: &dyn RefLookup, entries: &[Entry], c: &Candi
     let status = outcome_status(&fails, &waits);
     let mut it = single(spec, entries, c, status.clone().unwrap_or(Status::InSync));
     if status.is_none() {
+        it.set_key(to, key_of(spec, to, &payload));
         it.set_write(
             to,
             PlannedWrite::Create {

@@ -263,6 +263,7 @@ impl Db {
                    stage TEXT, credit NUMERIC(12,2), updated_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());
                  CREATE FUNCTION {table}_touch() RETURNS trigger AS $$ BEGIN NEW.updated_at = clock_timestamp(); RETURN NEW; END $$ LANGUAGE plpgsql;
                  CREATE TRIGGER {table}_touch BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {table}_touch();
+                 CREATE INDEX {table}_updated ON {table} (updated_at, id);
                  INSERT INTO {table} (email, first_name, last_name, stage, credit)
                    SELECT {}, 'First' || i, 'Last' || i, CASE WHEN i % 2 = 0 THEN 'lead' ELSE 'customer' END, (i * 10 + 0.5)::numeric
                    FROM generate_series({from}, {}) AS i",
@@ -272,7 +273,8 @@ impl Db {
             Db::My(_) => format!(
                 "CREATE TABLE {table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, email VARCHAR(255), first_name VARCHAR(60), last_name VARCHAR(60),
                    stage ENUM('lead','customer'), credit DECIMAL(12,2),
-                   updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6));
+                   updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+                   INDEX {table}_updated (updated_at, id));
                  INSERT INTO {table} (email, first_name, last_name, stage, credit)
                    SELECT {}, CONCAT('First', seq), CONCAT('Last', seq), IF(seq % 2 = 0, 'lead', 'customer'), seq * 10 + 0.5
                    FROM seq_{from}_to_{}",

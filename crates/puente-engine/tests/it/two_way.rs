@@ -223,3 +223,45 @@ async fn a_dry_run_shows_exact_changes_and_writes_nothing() {
     let r = p.run().await;
     assert_eq!((r.a.created, r.b.created, r.b.updated), (1, 2, 1), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_back_our_own_creates_is_an_echo_and_changes_no_state() {
+    let a = Db::pg().await;
+    let b = Db::mysql().await;
+    a.contacts("people", 1, 20, false).await;
+    b.contacts("contacts", 1000, 1, false).await;
+    b.exec("DELETE FROM contacts").await;
+    let p = Pair::new(a, b, "").await;
+    let r = p.run().await;
+    assert_eq!(r.b.created, 20);
+    let before = p
+        .engine
+        .state
+        .entries_by_ids(
+            "contacts",
+            Side::B,
+            &(1..=20).map(|i| i.to_string()).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let r = p.run().await;
+    assert_no_writes(&r);
+    assert_eq!(r.echoes_suppressed, 20, "{r:?}");
+    let after = p
+        .engine
+        .state
+        .entries_by_ids(
+            "contacts",
+            Side::B,
+            &(1..=20).map(|i| i.to_string()).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    for (x, y) in before.iter().zip(&after) {
+        assert_eq!(x.seen_b, y.seen_b, "seen values unchanged by a read-back");
+        assert_eq!(
+            (x.key_a.clone(), x.key_b.clone()),
+            (y.key_a.clone(), y.key_b.clone())
+        );
+    }
+}
