@@ -70,6 +70,10 @@ pub struct SyncReport {
     /// The exact writes a dry run would make, one per line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
+    /// A pair may be planned twice in one run (as a partner, then in its own
+    /// side's stream): statuses and conflicts are counted once per entry.
+    #[serde(skip)]
+    counted: HashSet<(i64, String)>,
 }
 
 impl SyncReport {
@@ -265,27 +269,101 @@ impl Engine {
             }
         }
 
-        // Changes since the cursors (everything on a full run or a first run).
-        let mut read: [Vec<Record>; 2] = [Vec::new(), Vec::new()];
-        for side in [Side::A, Side::B] {
-            let obj = &objs[side_idx(side)];
-            let since = if opts.full {
-                None
+        let cursor_of = |side: Side| async move {
+            if opts.full {
+                Ok::<_, EngineError>(None)
             } else {
-                self.state.cursor(sync, side.as_str()).await?.map(Cursor)
-            };
+                Ok(self.state.cursor(sync, side.as_str()).await?.map(Cursor))
+            }
+        };
+
+        if opts.dry_run {
+            // A preview persists nothing between pages, so it plans the whole
+            // change set at once.
+            let mut read: [Vec<Record>; 2] = [Vec::new(), Vec::new()];
+            for side in [Side::A, Side::B] {
+                let since = cursor_of(side).await?;
+                let mut token = None;
+                loop {
+                    let page = objs[side_idx(side)]
+                        .read(since.as_ref(), token)
+                        .await
+                        .map_err(connector_err(def, side))?;
+                    read[side_idx(side)].extend(page.records);
+                    token = page.next;
+                    if token.is_none() {
+                        break;
+                    }
+                }
+            }
+            let revisit = self.state.entries_to_revisit(sync).await?;
+            for side in [Side::A, Side::B] {
+                let have: HashSet<String> =
+                    read[side_idx(side)].iter().map(|r| r.id.clone()).collect();
+                let want: Vec<String> = revisit
+                    .iter()
+                    .filter(|e| !e.deleted_on(side))
+                    .filter_map(|e| e.id_on(side))
+                    .filter(|id| !have.contains(*id))
+                    .cloned()
+                    .collect();
+                let more = self.read_ids(def, objs, side, &want).await?;
+                read[side_idx(side)].extend(more);
+            }
+            report.a.read += read[0].len() as u64;
+            report.b.read += read[1].len() as u64;
+            let (p, _) = self.plan_step(def, spec, objs, read, false).await?;
+            plan_text.push_str(&render(&p));
+            count_plan(&p, report);
+            report.plan = Some(plan_text);
+            let _ = deleted_now;
+            return Ok(());
+        }
+
+        // The real run streams, a page at a time, so memory does not grow
+        // with the tables. Records to revisit are taken before anything moves.
+        let revisit = self.state.entries_to_revisit(sync).await?;
+        let mut deferred: Vec<String> = Vec::new();
+        for side in [Side::B, Side::A] {
+            let since = cursor_of(side).await?;
             let mut token = None;
+            let mut n = 0;
             loop {
-                let page = obj
+                let page = objs[side_idx(side)]
                     .read(since.as_ref(), token)
                     .await
                     .map_err(connector_err(def, side))?;
-                read[side_idx(side)].extend(page.records);
+                n += page.records.len();
+                report.side(side).read += page.records.len() as u64;
                 progress(Progress::Reading {
                     sync: sync.to_string(),
                     side,
-                    records: read[side_idx(side)].len(),
+                    records: n,
                 });
+                let mut read = [Vec::new(), Vec::new()];
+                read[side_idx(side)] = page.records;
+                let (mut p, old) = self.plan_step(def, spec, objs, read, true).await?;
+                if side == Side::B {
+                    // b goes first: an unpaired b record is only indexed now
+                    // (a's records have not all been compared with it yet)
+                    // and is created on a, if still unpaired, at the end.
+                    for it in &mut p.items {
+                        if matches!(it.write_a, Some(PlannedWrite::Create { .. })) {
+                            it.write_a = None;
+                            it.seen_a = None;
+                            it.key_a = None;
+                            it.status = Status::Waiting(
+                                "matching: compared with every a record before it is created there"
+                                    .into(),
+                            );
+                            if let Some(id) = &it.b_id {
+                                deferred.push(id.clone());
+                            }
+                        }
+                    }
+                }
+                self.apply(def, spec, objs, p, &old, run_id, report, opts)
+                    .await?;
                 token = page.next;
                 if token.is_none() {
                     if let Some(c) = page.cursor {
@@ -295,30 +373,73 @@ impl Engine {
                 }
             }
         }
-
-        // Records to look at again whatever the cursors say.
-        let revisit = self.state.entries_to_revisit(sync).await?;
-        for side in [Side::A, Side::B] {
-            let have: HashSet<&String> = read[side_idx(side)].iter().map(|r| &r.id).collect();
-            let want: Vec<String> = revisit
-                .iter()
-                .filter(|e| !e.deleted_on(side))
-                .filter_map(|e| e.id_on(side))
-                .filter(|id| !have.contains(id))
-                .cloned()
-                .collect();
-            if !want.is_empty() {
-                let more = objs[side_idx(side)]
-                    .read_by_ids(&want)
-                    .await
-                    .map_err(connector_err(def, side))?;
-                read[side_idx(side)].extend(more);
+        // Failed, waiting and settled records, then the b records held back.
+        let page_size = def.a.spec.page_size.max(1);
+        for chunk in revisit.chunks(page_size) {
+            let mut read = [Vec::new(), Vec::new()];
+            for side in [Side::A, Side::B] {
+                let want: Vec<String> = chunk
+                    .iter()
+                    .filter(|e| !e.deleted_on(side))
+                    .filter_map(|e| e.id_on(side))
+                    .cloned()
+                    .collect();
+                read[side_idx(side)] = self.read_ids(def, objs, side, &want).await?;
+                report.side(side).read += read[side_idx(side)].len() as u64;
             }
+            let (p, old) = self.plan_step(def, spec, objs, read, true).await?;
+            self.apply(def, spec, objs, p, &old, run_id, report, opts)
+                .await?;
         }
-        report.a.read += read[0].len() as u64;
-        report.b.read += read[1].len() as u64;
+        for chunk in deferred.chunks(page_size) {
+            let recs = self.read_ids(def, objs, Side::B, chunk).await?;
+            let (p, old) = self
+                .plan_step(def, spec, objs, [Vec::new(), recs], true)
+                .await?;
+            self.apply(def, spec, objs, p, &old, run_id, report, opts)
+                .await?;
+        }
+        // Every change read is applied or recorded as failed: the cursors move.
+        self.state
+            .commit(&Commit {
+                sync: sync.to_string(),
+                run_id,
+                cursors: final_cursors,
+                ..Commit::default()
+            })
+            .await?;
+        Ok(())
+    }
 
-        // The entries concerned: by id, and by match key for unpaired records.
+    async fn read_ids(
+        &self,
+        def: &SyncDef,
+        objs: &[Arc<dyn Object>; 2],
+        side: Side,
+        ids: &[String],
+    ) -> Result<Vec<Record>, EngineError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        objs[side_idx(side)]
+            .read_by_ids(ids)
+            .await
+            .map_err(connector_err(def, side))
+    }
+
+    /// Plans the given records: gathers their entries (by id, and by match
+    /// key for unpaired ones), reads the records those entries stand for
+    /// (with `partners`, the other side of linked pairs too, so a merge
+    /// compares current values), translates parent references, and plans.
+    async fn plan_step(
+        &self,
+        def: &SyncDef,
+        spec: &SyncSpec,
+        objs: &[Arc<dyn Object>; 2],
+        mut read: [Vec<Record>; 2],
+        partners: bool,
+    ) -> Result<(Plan, HashMap<i64, Entry>), EngineError> {
+        let sync = def.name.as_str();
         let mut entries: HashMap<i64, Entry> = HashMap::new();
         for side in [Side::A, Side::B] {
             let ids: Vec<String> = read[side_idx(side)].iter().map(|r| r.id.clone()).collect();
@@ -326,22 +447,39 @@ impl Engine {
                 entries.insert(e.id, e);
             }
         }
+        if partners {
+            for side in [Side::A, Side::B] {
+                let have: HashSet<String> =
+                    read[side_idx(side)].iter().map(|r| r.id.clone()).collect();
+                let want: Vec<String> = entries
+                    .values()
+                    .filter(|e| {
+                        e.a_id.is_some() && e.b_id.is_some() && !e.deleted_a && !e.deleted_b
+                    })
+                    .filter_map(|e| e.id_on(side))
+                    .filter(|id| !have.contains(*id))
+                    .cloned()
+                    .collect();
+                let more = self.read_ids(def, objs, side, &want).await?;
+                read[side_idx(side)].extend(more);
+            }
+        }
         if !spec.keys.is_empty() {
-            let mut linked: HashSet<(Side, &str)> = HashSet::new();
+            let mut linked: HashSet<(Side, String)> = HashSet::new();
             for e in entries.values() {
                 if e.a_id.is_some() && e.b_id.is_some() && !e.deleted_a && !e.deleted_b {
                     if let Some(a) = &e.a_id {
-                        linked.insert((Side::A, a));
+                        linked.insert((Side::A, a.clone()));
                     }
                     if let Some(b) = &e.b_id {
-                        linked.insert((Side::B, b));
+                        linked.insert((Side::B, b.clone()));
                     }
                 }
             }
             let mut keys: Vec<String> = Vec::new();
             for side in [Side::A, Side::B] {
                 for r in &read[side_idx(side)] {
-                    if !linked.contains(&(side, r.id.as_str())) {
+                    if !linked.contains(&(side, r.id.clone())) {
                         if let Some(k) = key_of(spec, side, &r.fields) {
                             keys.push(k);
                         }
@@ -354,21 +492,17 @@ impl Engine {
             // A first sight merges current values: read the records these
             // entries stand for (seen values may be stale).
             for side in [Side::A, Side::B] {
-                let have: HashSet<&String> = read[side_idx(side)].iter().map(|r| &r.id).collect();
+                let have: HashSet<String> =
+                    read[side_idx(side)].iter().map(|r| r.id.clone()).collect();
                 let want: Vec<String> = by_key
                     .iter()
                     .filter(|e| !entries.contains_key(&e.id) && !e.deleted_on(side))
                     .filter_map(|e| e.id_on(side))
-                    .filter(|id| !have.contains(id))
+                    .filter(|id| !have.contains(*id))
                     .cloned()
                     .collect();
-                if !want.is_empty() {
-                    let more = objs[side_idx(side)]
-                        .read_by_ids(&want)
-                        .await
-                        .map_err(connector_err(def, side))?;
-                    read[side_idx(side)].extend(more);
-                }
+                let more = self.read_ids(def, objs, side, &want).await?;
+                read[side_idx(side)].extend(more);
             }
             for e in by_key {
                 entries.entry(e.id).or_insert(e);
@@ -406,41 +540,18 @@ impl Engine {
                 }
             }
         }
-
+        let all: Vec<Entry> = entries.values().cloned().collect();
         let [ra, rb] = read;
         let p = plan(
             spec,
             PlanInput {
                 a: ra,
                 b: rb,
-                entries: entries.values().cloned().collect(),
+                entries: all,
                 refs: &refs,
             },
         );
-        progress(Progress::Planned {
-            sync: sync.to_string(),
-            items: p.items.len(),
-            writes: p.writes(),
-        });
-        if opts.dry_run {
-            plan_text.push_str(&render(&p));
-            count_plan(&p, report);
-            report.plan = Some(plan_text);
-            let _ = deleted_now;
-            return Ok(());
-        }
-        self.apply(def, spec, objs, p, &entries, run_id, report, opts)
-            .await?;
-        // Every change read is applied or recorded as failed: the cursors move.
-        self.state
-            .commit(&Commit {
-                sync: sync.to_string(),
-                run_id,
-                cursors: final_cursors,
-                ..Commit::default()
-            })
-            .await?;
-        Ok(())
+        Ok((p, entries))
     }
 
     /// Carries out a plan in chunks: intents, writes per side, then one
@@ -992,7 +1103,23 @@ impl Engine {
 /// Counts a plan's statuses (writes are counted as they happen).
 fn count_status(items: &[ItemPlan], report: &mut SyncReport) {
     for it in items {
-        report.conflicts += it.conflicts.len() as u64;
+        if let Some(id) = it.entry_id {
+            let fresh: Vec<&str> = it
+                .conflicts
+                .iter()
+                .map(|c| c.field_a.as_str())
+                .filter(|f| report.counted.insert((id, f.to_string())))
+                .collect();
+            report.conflicts += fresh.len() as u64;
+            if !report.counted.insert((id, String::new()))
+                && it.write_a.is_none()
+                && it.write_b.is_none()
+            {
+                continue;
+            }
+        } else {
+            report.conflicts += it.conflicts.len() as u64;
+        }
         match &it.status {
             Status::Excluded(_) => report.excluded += 1,
             Status::Waiting(_) => report.waiting += 1,
