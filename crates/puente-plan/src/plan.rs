@@ -2,6 +2,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use puente_core::{normalize, Failure, FailureCategory, FieldType, Fields, Record, Side, Value};
+use rustc_hash::FxHashMap;
 
 use crate::spec::{ConflictPolicy, DeletePolicy, FieldMap, SyncSpec};
 
@@ -325,7 +326,10 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
         entries,
         refs,
     } = input;
-    let mut by_id: [HashMap<&str, usize>; 2] = [HashMap::new(), HashMap::new()];
+    let mut by_id: [FxHashMap<&str, usize>; 2] = [
+        FxHashMap::with_capacity_and_hasher(entries.len(), Default::default()),
+        FxHashMap::with_capacity_and_hasher(entries.len(), Default::default()),
+    ];
     for (i, e) in entries.iter().enumerate() {
         if let Some(id) = &e.a_id {
             by_id[0].insert(id.as_str(), i);
@@ -335,7 +339,8 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
         }
     }
 
-    let mut pairs: BTreeMap<usize, [Option<Record>; 2]> = BTreeMap::new();
+    // Linked pairs read this run, by entry index (in entry order).
+    let mut pairs: Vec<Option<[Option<Record>; 2]>> = vec![None; entries.len()];
     let mut cands: Vec<Candidate> = Vec::new();
     let mut consumed = vec![false; entries.len()];
     let mut items = Vec::new();
@@ -360,7 +365,7 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
                     consumed[ei] = true;
                     let e = &entries[ei];
                     if e.linked() && !e.deleted_on(side.other()) {
-                        pairs.entry(ei).or_default()[si] = Some(rec);
+                        pairs[ei].get_or_insert_with(Default::default)[si] = Some(rec);
                     } else {
                         let may_create = !e.linked();
                         cands.push(Candidate {
@@ -387,13 +392,17 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
         }
     }
 
-    for (ei, [ra, rb]) in pairs {
+    for (ei, [ra, rb]) in pairs
+        .into_iter()
+        .enumerate()
+        .filter_map(|(ei, p)| p.map(|p| (ei, p)))
+    {
         items.push(merge_linked(spec, refs, &entries[ei], ra, rb));
     }
 
     // Same-side key counts from linked entries, for ambiguity; unread
     // unpaired entries become match candidates.
-    let mut linked_keys: HashMap<(Side, String), usize> = HashMap::new();
+    let mut linked_keys: FxHashMap<(Side, String), usize> = FxHashMap::default();
     for (ei, e) in entries.iter().enumerate() {
         if consumed[ei] {
             continue;
@@ -524,7 +533,7 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
             (None, None) => {}
         }
     }
-    let by_entry: HashMap<i64, &Entry> = entries.iter().map(|e| (e.id, e)).collect();
+    let by_entry: FxHashMap<i64, &Entry> = entries.iter().map(|e| (e.id, e)).collect();
     for it in &mut items {
         if !it.changed {
             continue;
@@ -862,7 +871,7 @@ fn first_sight(
         spec,
         refs,
         &mut it,
-        [&ca.rec, &cb.rec],
+        [View::of(&ca.rec), View::of(&cb.rec)],
         [None, None],
         &empty,
         &held,
@@ -882,32 +891,26 @@ fn merge_linked(
     // A record read again after being marked deleted has come back.
     it.deleted_a = e.deleted_a && ra.is_none();
     it.deleted_b = e.deleted_b && rb.is_none();
-    let stand_in = |side: Side, r: Option<Record>| {
-        r.unwrap_or_else(|| {
-            let mut rec = Record::new(e.id_on(side).cloned().unwrap_or_default());
-            rec.fields = e.seen(side).cloned().unwrap_or_default();
-            rec
-        })
-    };
     let read = [ra.is_some(), rb.is_some()];
-    let a = stand_in(Side::A, ra);
-    let b = stand_in(Side::B, rb);
+    let empty = Fields::new();
+    let a = View::or_seen(&ra, e, Side::A, &empty);
+    let b = View::or_seen(&rb, e, Side::B, &empty);
     if read[0] {
-        it.key_a = key_of(spec, Side::A, &a.fields).or(it.key_a);
+        it.key_a = key_of(spec, Side::A, a.fields).or(it.key_a);
     }
     if read[1] {
-        it.key_b = key_of(spec, Side::B, &b.fields).or(it.key_b);
+        it.key_b = key_of(spec, Side::B, b.fields).or(it.key_b);
     }
     let echoes = [
-        read[0] && e.echo_a && unchanged(spec, Side::A, &a.fields, e.seen_a.as_ref()),
-        read[1] && e.echo_b && unchanged(spec, Side::B, &b.fields, e.seen_b.as_ref()),
+        read[0] && e.echo_a && unchanged(spec, Side::A, a.fields, e.seen_a.as_ref()),
+        read[1] && e.echo_b && unchanged(spec, Side::B, b.fields, e.seen_b.as_ref()),
     ];
     it.echoes = echoes.iter().filter(|x| **x).count() as u32;
     merge_fields(
         spec,
         refs,
         &mut it,
-        [&a, &b],
+        [a, b],
         [e.seen_a.as_ref(), e.seen_b.as_ref()],
         &e.resolutions,
         &e.held,
@@ -947,12 +950,47 @@ fn settle(spec: &SyncSpec, fm: &FieldMap, modified: [Option<DateTime<Utc>>; 2]) 
     }
 }
 
+/// A record as the merge sees it: read, or stood in for by seen values.
+#[derive(Clone, Copy)]
+struct View<'r> {
+    id: &'r str,
+    fields: &'r Fields,
+    modified_at: Option<DateTime<Utc>>,
+}
+
+impl<'r> View<'r> {
+    fn of(r: &'r Record) -> View<'r> {
+        View {
+            id: &r.id,
+            fields: &r.fields,
+            modified_at: r.modified_at,
+        }
+    }
+
+    /// The record if it was read, else its seen values (borrowed).
+    fn or_seen(r: &'r Option<Record>, e: &'r Entry, side: Side, empty: &'r Fields) -> View<'r> {
+        match r {
+            Some(r) => View::of(r),
+            None => View {
+                id: e.id_on(side).map(String::as_str).unwrap_or(""),
+                fields: e.seen(side).unwrap_or(empty),
+                modified_at: None,
+            },
+        }
+    }
+
+    fn get(&self, field: &str) -> &'r Value {
+        static NULL: Value = Value::Null;
+        self.fields.get(field).unwrap_or(&NULL)
+    }
+}
+
 /// The field-by-field merge (DESIGN.md, "The merge, field by field").
 fn merge_fields(
     spec: &SyncSpec,
     refs: &dyn RefLookup,
     it: &mut ItemPlan,
-    recs: [&Record; 2],
+    recs: [View<'_>; 2],
     seen: [Option<&Fields>; 2],
     resolutions: &BTreeMap<String, Resolution>,
     held: &BTreeSet<String>,
@@ -970,6 +1008,7 @@ fn merge_fields(
     for fm in &spec.fields {
         let names = [fm.a.as_str(), fm.b.as_str()];
         let cur = [recs[0].get(names[0]), recs[1].get(names[1])];
+
         let prev = [
             seen[0].and_then(|s| s.get(names[0])),
             seen[1].and_then(|s| s.get(names[1])),
@@ -982,7 +1021,7 @@ fn merge_fields(
         let mut target: [Option<Value>; 2] = [None, None];
         let mut carry = |from: Side, target: &mut [Option<Value>; 2]| {
             let si = side_index(from);
-            match translate(spec, fm, from, cur[si], &recs[si].fields, refs) {
+            match translate(spec, fm, from, cur[si], recs[si].fields, refs) {
                 Ok(v) => target[side_index(from.other())] = Some(v),
                 Err(Issue::Fail(f)) => fails.push(f),
                 Err(Issue::Wait(w)) => waits.push(w),
@@ -994,7 +1033,7 @@ fn merge_fields(
                 Resolution::Take(side) => carry(*side, &mut target),
                 Resolution::Value(v) => match v.convert(&fm.ty_a, &fm.a) {
                     Ok(va) => {
-                        match translate(spec, fm, Side::A, &va, &recs[0].fields, refs) {
+                        match translate(spec, fm, Side::A, &va, recs[0].fields, refs) {
                             Ok(vb) => target[1] = Some(vb),
                             Err(Issue::Fail(f)) => fails.push(f),
                             Err(Issue::Wait(w)) => waits.push(w),
@@ -1094,7 +1133,7 @@ fn merge_fields(
     for (si, side) in [Side::A, Side::B].into_iter().enumerate() {
         let ch = std::mem::take(&mut changes[si]);
         if !ch.is_empty() {
-            let id = recs[si].id.clone();
+            let id = recs[si].id.to_string();
             it.set_write(side, PlannedWrite::Update { id, changes: ch });
         }
     }
