@@ -1,30 +1,35 @@
 //! Planner throughput: records planned per second for an initial sync
-//! (matching + creates) and an incremental run (three-way merge of linked pairs).
+//! (matching + creates) and an incremental run (three-way merge of linked
+//! pairs), at the engine's page size (a run plans one page at a time) and
+//! for a whole 100,000-record change set (what a dry run plans at once).
+//!
+//!   cargo bench -p puente-plan --bench planner
 
 use std::collections::HashMap;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use puente_core::normalize::KeyNormalizer;
+use puente_core::{Record, Side, Value};
+use puente_plan::{plan, Entry, FieldMap, MatchKey, PlanInput, SyncSpec};
 
 // Sync work is many small allocations (records, values, keys); mimalloc
 // handles them far better than the system allocator (see docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use puente_core::normalize::KeyNormalizer;
-use puente_core::{Fields, Record, Side, Value};
-use puente_plan::{plan, Entry, FieldMap, MatchKey, PlanInput, SyncSpec};
-
-const N: usize = 100_000;
+const A: [&str; 5] = ["email", "first_name", "last_name", "city", "phone"];
+const B: [&str; 5] = [
+    "email_address",
+    "given_name",
+    "family_name",
+    "town",
+    "phone",
+];
 
 fn spec() -> SyncSpec {
     let mut spec = SyncSpec::new(
         "bench",
-        vec![
-            FieldMap::new("email", "email_address"),
-            FieldMap::new("first_name", "given_name"),
-            FieldMap::new("last_name", "family_name"),
-            FieldMap::new("city", "town"),
-            FieldMap::new("phone", "phone"),
-        ],
+        A.iter().zip(B).map(|(a, b)| FieldMap::new(a, b)).collect(),
     );
     spec.keys = vec![MatchKey {
         a: "email".into(),
@@ -50,28 +55,19 @@ fn rec(id: String, names: [&str; 5], i: usize, variant: &str) -> Record {
     r
 }
 
-const A: [&str; 5] = ["email", "first_name", "last_name", "city", "phone"];
-const B: [&str; 5] = [
-    "email_address",
-    "given_name",
-    "family_name",
-    "town",
-    "phone",
-];
-
-fn bench(c: &mut Criterion) {
+fn bench_size(c: &mut Criterion, n: usize) {
     let spec = spec();
     let refs: HashMap<(String, Side, String), String> = HashMap::new();
-    let mut g = c.benchmark_group("planner");
-    g.throughput(Throughput::Elements(N as u64));
-    g.sample_size(10);
+    let mut g = c.benchmark_group(format!("planner_{n}"));
+    g.sample_size(if n > 10_000 { 10 } else { 50 });
 
-    // Initial sync: 100k records on a, 100k on b, 20% of keys shared.
-    let a: Vec<Record> = (0..N).map(|i| rec(format!("a{i}"), A, i, "")).collect();
-    let b: Vec<Record> = (0..N)
-        .map(|i| rec(format!("b{i}"), B, i + N * 4 / 5, ""))
+    // Initial sync: n records on a, n on b, 20% of keys shared; 2n records planned.
+    let a: Vec<Record> = (0..n).map(|i| rec(format!("a{i}"), A, i, "")).collect();
+    let b: Vec<Record> = (0..n)
+        .map(|i| rec(format!("b{i}"), B, i + n * 4 / 5, ""))
         .collect();
-    g.bench_function("initial_100k_per_side", |bch| {
+    g.throughput(Throughput::Elements(2 * n as u64));
+    g.bench_function("initial_both_sides", |bch| {
         bch.iter_batched(
             || (a.clone(), b.clone()),
             |(a, b)| {
@@ -89,8 +85,9 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    // Incremental: 100k linked pairs read on a, each with one field changed.
-    let entries: Vec<Entry> = (0..N)
+    // Incremental: n linked pairs read on a, each with one field changed.
+    g.throughput(Throughput::Elements(n as u64));
+    let entries: Vec<Entry> = (0..n)
         .map(|i| {
             let mut e = Entry::new(i as i64);
             e.a_id = Some(format!("a{i}"));
@@ -100,8 +97,8 @@ fn bench(c: &mut Criterion) {
             e
         })
         .collect();
-    let changed: Vec<Record> = (0..N).map(|i| rec(format!("a{i}"), A, i, "x")).collect();
-    g.bench_function("merge_100k_linked", |bch| {
+    let changed: Vec<Record> = (0..n).map(|i| rec(format!("a{i}"), A, i, "x")).collect();
+    g.bench_function("merge_linked", |bch| {
         bch.iter_batched(
             || (changed.clone(), entries.clone()),
             |(a, entries)| {
@@ -119,7 +116,12 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.finish();
-    let _ = Fields::new();
+}
+
+fn bench(c: &mut Criterion) {
+    for n in [5_000, 100_000] {
+        bench_size(c, n);
+    }
 }
 
 criterion_group!(benches, bench);

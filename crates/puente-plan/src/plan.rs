@@ -1,10 +1,11 @@
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use puente_core::{normalize, Failure, FailureCategory, FieldType, Fields, Record, Side, Value};
 use rustc_hash::FxHashMap;
 
-use crate::spec::{ConflictPolicy, DeletePolicy, FieldMap, SyncSpec};
+use crate::spec::{ConflictPolicy, DeletePolicy, FieldMap, MatchKey, SyncSpec};
 
 /// Translates the id of a parent record (a record of another sync) from one
 /// side to the other, through that sync's links.
@@ -611,13 +612,16 @@ pub fn key_of(spec: &SyncSpec, side: Side, fields: &Fields) -> Option<String> {
     if spec.keys.is_empty() {
         return None;
     }
-    let mut parts = Vec::with_capacity(spec.keys.len());
-    for k in &spec.keys {
+    let part = |k: &MatchKey| {
         let name = if side == Side::A { &k.a } else { &k.b };
-        let v = fields.get(name)?;
-        parts.push(k.normalizer.apply(v, spec.phone_region.as_deref())?);
+        k.normalizer
+            .apply(fields.get(name)?, spec.phone_region.as_deref())
+    };
+    if let [only] = spec.keys.as_slice() {
+        return part(only);
     }
-    Some(parts.join("\u{1f}"))
+    let parts: Option<Vec<String>> = spec.keys.iter().map(part).collect();
+    Some(parts?.join("\u{1f}"))
 }
 
 fn missing_key_field<'s>(spec: &'s SyncSpec, side: Side, fields: &Fields) -> &'s str {
@@ -667,14 +671,15 @@ fn translate(
     refs: &dyn RefLookup,
 ) -> Result<Value, Issue> {
     let to = from.other();
-    let mut v = value.clone();
-    if v.is_empty() {
+    if value.is_empty() {
         return Ok(Value::Null);
     }
+    // Borrowed until a step changes it: most fields only convert.
+    let mut v: Cow<'_, Value> = Cow::Borrowed(value);
     if let Some(parent) = &fm.parent {
         let id = v.to_text().unwrap_or_default();
         match refs.translate(parent, from, &id) {
-            Some(t) => v = Value::text(t),
+            Some(t) => v = Cow::Owned(Value::text(t)),
             None => return Err(Issue::Wait(format!("waiting on {parent} {from}:{id}"))),
         }
     }
@@ -702,26 +707,26 @@ fn translate(
                 )
             })
         };
-        v = match &v {
+        v = Cow::Owned(match v.as_ref() {
             Value::MultiEnum(set) => Value::MultiEnum(
                 set.iter()
                     .map(|s| lookup(s))
                     .collect::<Result<BTreeSet<_>, _>>()?,
             ),
             other => Value::text(lookup(&other.to_text().unwrap_or_default())?),
-        };
+        });
     }
     let transform = match from {
         Side::A => fm.transform_a_to_b.as_ref(),
         Side::B => fm.transform_b_to_a.as_ref(),
     };
     if let Some(t) = transform {
-        v = t.eval(record, Some(&v)).map_err(|e| {
+        v = Cow::Owned(t.eval(record, Some(&v)).map_err(|e| {
             Issue::Fail(Failure::new(
                 FailureCategory::Mapping,
                 format!("field {}: {e}", fm.name(from)),
             ))
-        })?;
+        })?);
     }
     let ty = fm.ty(to);
     if *ty == FieldType::Phone {
@@ -729,7 +734,7 @@ fn translate(
             .to_text()
             .and_then(|t| normalize::phone_e164(&t, spec.phone_region.as_deref()))
         {
-            v = Value::Phone(e164);
+            v = Cow::Owned(Value::Phone(e164));
         }
     }
     v.convert(ty, fm.name(to)).map_err(|e| {
@@ -813,13 +818,9 @@ fn unmatched(spec: &SyncSpec, refs: &dyn RefLookup, entries: &[Entry], c: &Candi
     let mut it = single(spec, entries, c, status.clone().unwrap_or(Status::InSync));
     if status.is_none() {
         it.set_key(to, key_of(spec, to, &payload));
-        it.set_write(
-            to,
-            PlannedWrite::Create {
-                fields: payload.clone(),
-            },
-        );
-        it.set_seen(to, Some(payload));
+        it.set_write(to, PlannedWrite::Create { fields: payload });
+        // The target's seen values are what it reports after the create
+        // (the engine records its read-back), not the payload.
     }
     it
 }
