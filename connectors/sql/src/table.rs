@@ -978,6 +978,19 @@ async fn discover(
     })
 }
 
+/// Names and type names of a described statement's result columns.
+fn column_types<DB: sqlx::Database>(d: sqlx::Describe<DB>) -> Vec<(String, String)> {
+    d.columns
+        .iter()
+        .map(|c| {
+            (
+                sqlx::Column::name(c).to_string(),
+                sqlx::Column::type_info(c).name().to_string(),
+            )
+        })
+        .collect()
+}
+
 async fn describe_query(
     pool: &Pool,
     flavor: Flavor,
@@ -985,45 +998,9 @@ async fn describe_query(
 ) -> Result<Vec<Column>, ConnectorError> {
     let err = |e| call_error("describing the named query", e);
     let cols: Vec<(String, String)> = match pool {
-        Pool::Pg(p) => p
-            .describe(sql)
-            .await
-            .map_err(err)?
-            .columns
-            .iter()
-            .map(|c| {
-                (
-                    sqlx::Column::name(c).to_string(),
-                    sqlx::Column::type_info(c).name().to_string(),
-                )
-            })
-            .collect(),
-        Pool::My(p) => p
-            .describe(sql)
-            .await
-            .map_err(err)?
-            .columns
-            .iter()
-            .map(|c| {
-                (
-                    sqlx::Column::name(c).to_string(),
-                    sqlx::Column::type_info(c).name().to_string(),
-                )
-            })
-            .collect(),
-        Pool::Lite(p) => p
-            .describe(sql)
-            .await
-            .map_err(err)?
-            .columns
-            .iter()
-            .map(|c| {
-                (
-                    sqlx::Column::name(c).to_string(),
-                    sqlx::Column::type_info(c).name().to_string(),
-                )
-            })
-            .collect(),
+        Pool::Pg(p) => column_types(p.describe(sql).await.map_err(err)?),
+        Pool::My(p) => column_types(p.describe(sql).await.map_err(err)?),
+        Pool::Lite(p) => column_types(p.describe(sql).await.map_err(err)?),
     };
     Ok(cols
         .into_iter()

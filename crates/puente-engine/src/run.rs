@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use puente_core::{Cursor, Failure, Fields, Object, Record, Side, Value, WriteOp, WriteOutcome};
 use puente_plan::{
-    key_of, mapped, plan, plan_deletes, render, DeletePolicy, Entry, FieldChange, ItemPlan, Plan,
-    PlanInput, PlannedWrite, Status, SyncSpec,
+    key_of, mapped, plan, plan_deletes, render, seen_after_write, DeletePolicy, Entry, FieldChange,
+    ItemPlan, Plan, PlanInput, PlannedWrite, Status, SyncSpec,
 };
 use puente_state::{Commit, EntryWrite, Intent};
 use serde::Serialize;
@@ -116,6 +116,32 @@ fn connector_err(
             Side::B => def.b.connection.clone(),
         },
         source,
+    }
+}
+
+/// The intent announcing a create on `target` of a record from the other side.
+#[allow(clippy::too_many_arguments)]
+fn new_intent(
+    spec: &SyncSpec,
+    sync: &str,
+    target: Side,
+    entry_id: Option<i64>,
+    source_id: String,
+    seen_source: Option<Fields>,
+    [key_source, key_target]: [Option<String>; 2],
+    payload: &Fields,
+) -> Intent {
+    Intent {
+        id: 0,
+        sync: sync.to_string(),
+        side: target,
+        entry_id,
+        source_id,
+        conditions: intent_conditions(spec, target, payload),
+        payload: payload.clone(),
+        seen_source,
+        key_source,
+        key_target,
     }
 }
 
@@ -604,30 +630,16 @@ impl Engine {
                 for side in [Side::A, Side::B] {
                     if let Some(PlannedWrite::Create { fields }) = it.write(side) {
                         let src = side.other();
-                        intents.push(Intent {
-                            id: 0,
-                            sync: sync.to_string(),
+                        intents.push(new_intent(
+                            spec,
+                            sync,
                             side,
-                            entry_id: it.entry_id,
-                            source_id: it.id(src).cloned().unwrap_or_default(),
-                            conditions: intent_conditions(spec, side, fields),
-                            payload: fields.clone(),
-                            seen_source: if src == Side::A {
-                                it.seen_a.clone()
-                            } else {
-                                it.seen_b.clone()
-                            },
-                            key_source: if src == Side::A {
-                                it.key_a.clone()
-                            } else {
-                                it.key_b.clone()
-                            },
-                            key_target: if side == Side::A {
-                                it.key_a.clone()
-                            } else {
-                                it.key_b.clone()
-                            },
-                        });
+                            it.entry_id,
+                            it.id(src).cloned().unwrap_or_default(),
+                            it.seen(src).cloned(),
+                            [it.key(src).cloned(), it.key(side).cloned()],
+                            fields,
+                        ));
                     }
                 }
             }
@@ -672,25 +684,11 @@ impl Engine {
                     let it = &mut chunk[ix];
                     match outcome {
                         WriteOutcome::Written(rec) => {
-                            // A create: the target's record as it is now.
-                            // An update: the written fields as the target
-                            // holds them; every other field keeps the plan's
-                            // seen value (a held conflict, or a change made
-                            // meanwhile, must still read as a change).
                             let seen = match it.write(side) {
-                                Some(PlannedWrite::Update { changes: ch, .. }) => {
-                                    let planned = if side == Side::A {
-                                        &it.seen_a
-                                    } else {
-                                        &it.seen_b
-                                    };
-                                    let mut seen = planned.clone().unwrap_or_default();
-                                    for c in ch {
-                                        seen.insert(c.field.clone(), rec.get(&c.field).clone());
-                                    }
-                                    seen
+                                Some(w) => {
+                                    seen_after_write(spec, side, it.seen(side), w, &rec.fields)
                                 }
-                                _ => mapped(spec, side, &rec.fields),
+                                None => mapped(spec, side, &rec.fields),
                             };
                             match it.write(side) {
                                 Some(PlannedWrite::Create { fields }) => {
@@ -786,21 +784,9 @@ impl Engine {
                 }
                 let failed_attempt = matches!(it.status, Status::Failed(_));
                 let mut e = prior.cloned().unwrap_or_else(|| Entry::new(0));
-                e.a_id = it.a_id.clone();
-                e.b_id = it.b_id.clone();
-                e.key_a = it.key_a.clone();
-                e.key_b = it.key_b.clone();
-                e.seen_a = it.seen_a.clone();
-                e.seen_b = it.seen_b.clone();
-                e.deleted_a = it.deleted_a;
-                e.deleted_b = it.deleted_b;
+                it.fill(&mut e);
                 e.echo_a = echo[ix][0];
                 e.echo_b = echo[ix][1];
-                e.status = if it.deleted_a || it.deleted_b {
-                    Status::Deleted
-                } else {
-                    it.status.clone()
-                };
                 if e.id != 0
                     && drops.contains(&e.id)
                     && !it.drop_entries.is_empty()
@@ -898,25 +884,21 @@ impl Engine {
                     (n.to_string(), v)
                 })
                 .collect();
-            match src {
-                Side::A => {
-                    e.a_id = Some(it.source_id.clone());
-                    e.b_id = Some(rec.id.clone());
-                    e.seen_a = it.seen_source.clone();
-                    e.seen_b = Some(seen_target.clone());
-                    e.key_a = it.key_source.clone();
-                    e.key_b = it.key_target.clone();
-                    e.echo_b = true;
-                }
-                Side::B => {
-                    e.b_id = Some(it.source_id.clone());
-                    e.a_id = Some(rec.id.clone());
-                    e.seen_b = it.seen_source.clone();
-                    e.seen_a = Some(seen_target.clone());
-                    e.key_b = it.key_source.clone();
-                    e.key_a = it.key_target.clone();
-                    e.echo_a = true;
-                }
+            e.set_side(
+                src,
+                Some(it.source_id.clone()),
+                it.seen_source.clone(),
+                it.key_source.clone(),
+            );
+            e.set_side(
+                target,
+                Some(rec.id.clone()),
+                Some(seen_target.clone()),
+                it.key_target.clone(),
+            );
+            match target {
+                Side::A => e.echo_a = true,
+                Side::B => e.echo_b = true,
             }
             e.status = Status::InSync;
             taken.insert((target, rec.id.clone()));
@@ -1003,30 +985,16 @@ impl Engine {
                 .iter()
                 .map(|e| {
                     let fields = payload_of(e);
-                    Intent {
-                        id: 0,
-                        sync: sync.to_string(),
+                    new_intent(
+                        spec,
+                        sync,
                         side,
-                        entry_id: Some(e.id),
-                        source_id: e.id_on(side.other()).cloned().unwrap_or_default(),
-                        conditions: intent_conditions(spec, side, &fields),
-                        payload: fields.clone(),
-                        seen_source: if side == Side::A {
-                            e.seen_b.clone()
-                        } else {
-                            e.seen_a.clone()
-                        },
-                        key_source: if side == Side::A {
-                            e.key_b.clone()
-                        } else {
-                            e.key_a.clone()
-                        },
-                        key_target: if side == Side::A {
-                            e.key_a.clone()
-                        } else {
-                            e.key_b.clone()
-                        },
-                    }
+                        Some(e.id),
+                        e.id_on(side.other()).cloned().unwrap_or_default(),
+                        e.seen(side.other()).cloned(),
+                        [e.key(side.other()).cloned(), e.key(side).cloned()],
+                        &fields,
+                    )
                 })
                 .collect();
             let batch = self.state.add_intents(&intents).await?;

@@ -99,6 +99,20 @@ impl Entry {
         }
     }
 
+    /// Sets one side's id, seen values and match key.
+    pub fn set_side(
+        &mut self,
+        side: Side,
+        id: Option<String>,
+        seen: Option<Fields>,
+        key: Option<String>,
+    ) {
+        match side {
+            Side::A => (self.a_id, self.seen_a, self.key_a) = (id, seen, key),
+            Side::B => (self.b_id, self.seen_b, self.key_b) = (id, seen, key),
+        }
+    }
+
     pub fn deleted_on(&self, side: Side) -> bool {
         match side {
             Side::A => self.deleted_a,
@@ -106,14 +120,14 @@ impl Entry {
         }
     }
 
-    fn seen(&self, side: Side) -> Option<&Fields> {
+    pub fn seen(&self, side: Side) -> Option<&Fields> {
         match side {
             Side::A => self.seen_a.as_ref(),
             Side::B => self.seen_b.as_ref(),
         }
     }
 
-    fn key(&self, side: Side) -> Option<&String> {
+    pub fn key(&self, side: Side) -> Option<&String> {
         match side {
             Side::A => self.key_a.as_ref(),
             Side::B => self.key_b.as_ref(),
@@ -244,6 +258,30 @@ impl ItemPlan {
         }
     }
 
+    /// Copies what this plan decided (ids, keys, seen values, deletes,
+    /// status) onto the entry it concerns; echo flags are the caller's.
+    pub fn fill(&self, e: &mut Entry) {
+        e.set_side(
+            Side::A,
+            self.a_id.clone(),
+            self.seen_a.clone(),
+            self.key_a.clone(),
+        );
+        e.set_side(
+            Side::B,
+            self.b_id.clone(),
+            self.seen_b.clone(),
+            self.key_b.clone(),
+        );
+        e.deleted_a = self.deleted_a;
+        e.deleted_b = self.deleted_b;
+        e.status = if self.deleted_a || self.deleted_b {
+            Status::Deleted
+        } else {
+            self.status.clone()
+        };
+    }
+
     pub fn write(&self, side: Side) -> Option<&PlannedWrite> {
         match side {
             Side::A => self.write_a.as_ref(),
@@ -255,6 +293,20 @@ impl ItemPlan {
         match side {
             Side::A => self.a_id.as_ref(),
             Side::B => self.b_id.as_ref(),
+        }
+    }
+
+    pub fn seen(&self, side: Side) -> Option<&Fields> {
+        match side {
+            Side::A => self.seen_a.as_ref(),
+            Side::B => self.seen_b.as_ref(),
+        }
+    }
+
+    pub fn key(&self, side: Side) -> Option<&String> {
+        match side {
+            Side::A => self.key_a.as_ref(),
+            Side::B => self.key_b.as_ref(),
         }
     }
 
@@ -631,6 +683,31 @@ fn missing_key_field<'s>(spec: &'s SyncSpec, side: Side, fields: &Fields) -> &'s
         .find(|n| fields.get(*n).is_none_or(Value::is_empty))
         .map(String::as_str)
         .unwrap_or("?")
+}
+
+/// A side's seen values once `write` succeeded and the target reports
+/// `held` for the record. A create: the record as the target holds it. An
+/// update: the written fields as the target holds them, every other field
+/// as planned, so a held conflict or a change made meanwhile still reads as
+/// a change on the next run.
+pub fn seen_after_write(
+    spec: &SyncSpec,
+    side: Side,
+    planned: Option<&Fields>,
+    write: &PlannedWrite,
+    held: &Fields,
+) -> Fields {
+    match write {
+        PlannedWrite::Update { changes, .. } => {
+            let mut seen = planned.cloned().unwrap_or_default();
+            for c in changes {
+                let v = held.get(&c.field).cloned().unwrap_or(Value::Null);
+                seen.insert(c.field.clone(), v);
+            }
+            seen
+        }
+        _ => mapped(spec, side, held),
+    }
 }
 
 /// The mapped fields of a record, as its side names them: what Puente keeps

@@ -182,6 +182,39 @@ pub struct ChangeRow {
 }
 
 /// One row of the change log: a id, b id, side written, field, old, new.
+/// The entry columns `bind_entry` binds, in its order.
+const ENTRY_WRITE_COLS: &str =
+    "sync, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b, \
+    echo_a, echo_b, status, reason, category, message, hint, attempts";
+
+/// Binds an entry's stored columns (`ENTRY_WRITE_COLS`); `attempts` carries
+/// 1 for a failed attempt (the upsert turns it into a count).
+fn bind_entry<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    sync: &str,
+    w: &EntryWrite,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let e = &w.entry;
+    let (status, reason, category, message, hint) = status_columns(&e.status);
+    q.bind(sync.to_string())
+        .bind(e.a_id.clone())
+        .bind(e.b_id.clone())
+        .bind(e.key_a.clone())
+        .bind(e.key_b.clone())
+        .bind(to_json(&e.seen_a))
+        .bind(to_json(&e.seen_b))
+        .bind(e.deleted_a as i64)
+        .bind(e.deleted_b as i64)
+        .bind(e.echo_a as i64)
+        .bind(e.echo_b as i64)
+        .bind(status)
+        .bind(reason)
+        .bind(category)
+        .bind(message)
+        .bind(hint)
+        .bind(w.failed_attempt as i64)
+}
+
 type LogRow<'a> = (
     Option<String>,
     Option<String>,
@@ -771,8 +804,7 @@ impl StateStore {
                 .map(|i| format!("({})", ph(1 + i * UCOLS, UCOLS)))
                 .collect();
             let sql = self.sql(&format!(
-                "INSERT INTO entries (id, sync, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b,
-                 echo_a, echo_b, status, reason, category, message, hint, attempts, updated_at)
+                "INSERT INTO entries (id, {ENTRY_WRITE_COLS}, updated_at)
                  VALUES {}
                  ON CONFLICT (id) DO UPDATE SET a_id = excluded.a_id, b_id = excluded.b_id,
                  key_a = excluded.key_a, key_b = excluded.key_b, seen_a = excluded.seen_a, seen_b = excluded.seen_b,
@@ -787,28 +819,7 @@ impl StateStore {
             ));
             let mut q = sqlx::query(&sql);
             for w in chunk {
-                let e = &w.entry;
-                let (status, reason, category, message, hint) = status_columns(&e.status);
-                q = q
-                    .bind(w.id.unwrap_or_default())
-                    .bind(c.sync.clone())
-                    .bind(e.a_id.clone())
-                    .bind(e.b_id.clone())
-                    .bind(e.key_a.clone())
-                    .bind(e.key_b.clone())
-                    .bind(to_json(&e.seen_a))
-                    .bind(to_json(&e.seen_b))
-                    .bind(e.deleted_a as i64)
-                    .bind(e.deleted_b as i64)
-                    .bind(e.echo_a as i64)
-                    .bind(e.echo_b as i64)
-                    .bind(status)
-                    .bind(reason)
-                    .bind(category)
-                    .bind(message)
-                    .bind(hint)
-                    .bind(w.failed_attempt as i64)
-                    .bind(at.clone());
+                q = bind_entry(q.bind(w.id.unwrap_or_default()), &c.sync, w).bind(at.clone());
             }
             q.execute(&mut *tx).await?;
         }
@@ -821,33 +832,14 @@ impl StateStore {
                 .map(|i| format!("({})", ph(1 + i * COLS, COLS)))
                 .collect();
             let sql = self.sql(&format!(
-                "INSERT INTO entries (sync, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b,
-                 echo_a, echo_b, status, reason, category, message, hint, attempts, updated_at, deleted_at)
+                "INSERT INTO entries ({ENTRY_WRITE_COLS}, updated_at, deleted_at)
                  VALUES {}",
                 rows.join(", ")
             ));
             let mut q = sqlx::query(&sql);
             for w in chunk {
                 let e = &w.entry;
-                let (status, reason, category, message, hint) = status_columns(&e.status);
-                q = q
-                    .bind(c.sync.clone())
-                    .bind(e.a_id.clone())
-                    .bind(e.b_id.clone())
-                    .bind(e.key_a.clone())
-                    .bind(e.key_b.clone())
-                    .bind(to_json(&e.seen_a))
-                    .bind(to_json(&e.seen_b))
-                    .bind(e.deleted_a as i64)
-                    .bind(e.deleted_b as i64)
-                    .bind(e.echo_a as i64)
-                    .bind(e.echo_b as i64)
-                    .bind(status)
-                    .bind(reason)
-                    .bind(category)
-                    .bind(message)
-                    .bind(hint)
-                    .bind(w.failed_attempt as i64)
+                q = bind_entry(q, &c.sync, w)
                     .bind(at.clone())
                     .bind((e.deleted_a || e.deleted_b).then(|| at.clone()));
             }
@@ -858,32 +850,15 @@ impl StateStore {
             .map(|w| (w.id.unwrap_or_default(), *w))
             .collect();
         for w in with_id {
-            let e = &w.entry;
-            let (status, reason, category, message, hint) = status_columns(&e.status);
-            let id: i64 = sqlx::query_scalar(
-                &self.sql("INSERT INTO entries (sync, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b,
-                 echo_a, echo_b, status, reason, category, message, hint, attempts, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17) RETURNING id"),
-            )
-            .bind(c.sync.clone())
-            .bind(e.a_id.clone())
-            .bind(e.b_id.clone())
-            .bind(e.key_a.clone())
-            .bind(e.key_b.clone())
-            .bind(to_json(&e.seen_a))
-            .bind(to_json(&e.seen_b))
-            .bind(e.deleted_a as i64)
-            .bind(e.deleted_b as i64)
-            .bind(e.echo_a as i64)
-            .bind(e.echo_b as i64)
-            .bind(status)
-            .bind(reason)
-            .bind(category)
-            .bind(message)
-            .bind(hint)
-            .bind(at.clone())
-            .fetch_one(&mut *tx)
-            .await?;
+            let sql = self.sql(&format!(
+                "INSERT INTO entries ({ENTRY_WRITE_COLS}, updated_at) VALUES ({}) RETURNING id",
+                ph(1, 18)
+            ));
+            let id: i64 = bind_entry(sqlx::query(&sql), &c.sync, w)
+                .bind(at.clone())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("id")?;
             ids.push((id, w));
         }
         for (id, w) in &ids {

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use puente_core::normalize::KeyNormalizer;
 use puente_core::{Fields, Record, Side, Value};
 use puente_plan::{
-    key_of, plan, plan_deletes, render, Entry, FieldMap, MatchKey, Plan, PlanInput, PlannedWrite,
-    Status, SyncSpec,
+    key_of, plan, plan_deletes, render, seen_after_write, Entry, FieldMap, MatchKey, Plan,
+    PlanInput, PlannedWrite, Status, SyncSpec,
 };
 
 #[derive(Default, Clone, Debug)]
@@ -267,48 +267,15 @@ impl World {
             if it.drop_entries.contains(&e.id) {
                 continue;
             }
-            e.a_id = it.a_id.clone();
-            e.b_id = it.b_id.clone();
-            e.key_a = it.key_a.clone();
-            e.key_b = it.key_b.clone();
-            e.seen_a = it.seen_a.clone();
-            e.seen_b = it.seen_b.clone();
-            e.deleted_a = it.deleted_a;
-            e.deleted_b = it.deleted_b;
-            e.status = it.status.clone();
+            it.fill(&mut e);
             e.echo_a = false;
             e.echo_b = false;
             for side in [Side::A, Side::B] {
                 if let Some(w) = it.write(side) {
                     stats.writes += 1;
                     let rec = self.side(side).write(w);
-                    let mut mapped: Fields = self
-                        .spec
-                        .fields
-                        .iter()
-                        .map(|fm| {
-                            let n = fm.name(side).to_string();
-                            let v = rec.fields.get(&n).cloned().unwrap_or(Value::Null);
-                            (n, v)
-                        })
-                        .collect();
-                    // As the engine does: an update takes the target's values
-                    // for the written fields only.
-                    if let PlannedWrite::Update { changes, .. } = w {
-                        let planned = if side == Side::A {
-                            &it.seen_a
-                        } else {
-                            &it.seen_b
-                        };
-                        let mut seen = planned.clone().unwrap_or_default();
-                        for c in changes {
-                            seen.insert(
-                                c.field.clone(),
-                                mapped.get(&c.field).cloned().unwrap_or(Value::Null),
-                            );
-                        }
-                        mapped = seen;
-                    }
+                    // As the engine does.
+                    let mapped = seen_after_write(&self.spec, side, it.seen(side), w, &rec.fields);
                     match (side, w) {
                         (_, PlannedWrite::Delete { .. }) => match side {
                             Side::A => e.deleted_a = true,
