@@ -173,7 +173,7 @@ pub fn mysql_column(
                 name,
                 Kind::Text,
                 FieldType::Enum {
-                    options: parse_options(&ct),
+                    options: parse_options(column_type),
                 },
                 &ct,
             );
@@ -185,7 +185,7 @@ pub fn mysql_column(
                 name,
                 Kind::Set,
                 FieldType::MultiEnum {
-                    options: parse_options(&ct),
+                    options: parse_options(column_type),
                 },
                 &ct,
             );

@@ -6,3 +6,4 @@ mod conflicts;
 mod examples;
 mod fixtures;
 mod two_way;
+mod validate;

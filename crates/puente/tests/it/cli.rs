@@ -126,3 +126,60 @@ fn the_demo_runs_offline_and_reports_what_to_try() {
     );
     assert!(t.contains("Try next:"), "{t}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_are_listed_and_settled_from_the_command_line() {
+    let a = Db::sqlite();
+    let b = Db::sqlite();
+    a.contacts("people", 1, 3, false).await;
+    b.contacts("contacts", 1, 3, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("puente.toml"),
+        format!(
+            "[connections.l]\nkind = \"sqlite\"\nurl = \"{}\"\n[connections.r]\nkind = \"sqlite\"\nurl = \"{}\"\n\
+             [[syncs]]\nname = \"people\"\nconflict = \"manual\"\n\
+             a = {{ connection = \"l\", object = \"people\", cursor = \"updated_at\" }}\nb = {{ connection = \"r\", object = \"contacts\", cursor = \"updated_at\" }}\n\
+             match = [{{ a = \"email\", b = \"email\" }}]\nfields = [{{ a = \"email\", b = \"email\" }}, {{ a = \"last_name\", b = \"last_name\" }}]\n",
+            a.url(),
+            b.url()
+        ),
+    )
+    .unwrap();
+    assert!(puente(dir.path(), &["sync"]).status.success());
+    a.exec("UPDATE people SET last_name = 'Ahn' WHERE email = 'user2@example.com'")
+        .await;
+    b.exec("UPDATE contacts SET last_name = 'Bahn' WHERE email = 'user2@example.com'")
+        .await;
+    let o = puente(dir.path(), &["sync", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["syncs"][0]["conflicts"], 1, "{v}");
+
+    let o = puente(dir.path(), &["conflicts", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["field_a"], "last_name");
+    let id = list[0]["id"].to_string();
+    let t = text(&puente(dir.path(), &["conflicts"]));
+    assert!(
+        t.contains("last_name / last_name: a=\"Ahn\" b=\"Bahn\""),
+        "{t}"
+    );
+
+    let o = puente(dir.path(), &["conflicts", "resolve", &id, "--take", "b"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        a.one("SELECT last_name AS x FROM people WHERE email = 'user2@example.com'")
+            .await,
+        "Bahn"
+    );
+    assert!(text(&puente(dir.path(), &["conflicts"])).contains("no open conflicts"));
+    // Settling it twice is a clear error.
+    let o = puente(dir.path(), &["conflicts", "resolve", &id, "--take", "a"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains(&format!("conflict {id} is not open")),
+        "{}",
+        text(&o)
+    );
+}
