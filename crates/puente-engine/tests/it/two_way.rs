@@ -267,3 +267,29 @@ async fn reading_back_our_own_creates_is_an_echo_and_changes_no_state() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_can_keep_its_state_in_postgres() {
+    let state = Db::pg().await;
+    let a = Db::sqlite();
+    let b = Db::mysql().await;
+    a.contacts("people", 1, 300, false).await;
+    b.contacts("contacts", 201, 300, true).await;
+    let text = crate::fixtures::config_text(&a, &b, "").replace(
+        "url = \"sqlite://state.db\"",
+        &format!("url = \"{}\"", state.url()),
+    );
+    let p = Pair::with_config(a, b, &text).await;
+    let r = p.run().await;
+    assert_eq!((r.a.created, r.b.created), (200, 200), "{r:?}");
+    p.b.exec(
+        "UPDATE contacts SET first_name = 'Changed' WHERE LOWER(email) = 'user450@example.com'",
+    )
+    .await;
+    let r = p.run().await;
+    assert_eq!(r.a.updated, 1, "{r:?}");
+    let st = p.engine.state.status_counts("contacts").await.unwrap();
+    assert_eq!(st.in_sync, 500);
+    assert_eq!(p.engine.state.backend(), puente_state::Backend::Postgres);
+    assert_eq!(state.count("SELECT COUNT(*) AS x FROM entries").await, 500);
+}
