@@ -338,11 +338,12 @@ impl Engine {
             }
             report.a.read += read[0].len() as u64;
             report.b.read += read[1].len() as u64;
-            let (p, _) = self.plan_step(def, spec, objs, read, false).await?;
+            let (p, _) = self
+                .plan_step(def, spec, objs, read, false, &deleted_now)
+                .await?;
             plan_text.push_str(&render(&p));
             count_plan(&p, report);
             report.plan = Some(plan_text);
-            let _ = deleted_now;
             return Ok(());
         }
 
@@ -368,7 +369,9 @@ impl Engine {
                 });
                 let mut read = [Vec::new(), Vec::new()];
                 read[side_idx(side)] = page.records;
-                let (mut p, old) = self.plan_step(def, spec, objs, read, true).await?;
+                let (mut p, old) = self
+                    .plan_step(def, spec, objs, read, true, &HashMap::new())
+                    .await?;
                 if side == Side::B {
                     // b goes first: an unpaired b record is only indexed now
                     // (a's records have not all been compared with it yet)
@@ -413,14 +416,16 @@ impl Engine {
                 read[side_idx(side)] = self.read_ids(def, objs, side, &want).await?;
                 report.side(side).read += read[side_idx(side)].len() as u64;
             }
-            let (p, old) = self.plan_step(def, spec, objs, read, true).await?;
+            let (p, old) = self
+                .plan_step(def, spec, objs, read, true, &HashMap::new())
+                .await?;
             self.apply(def, spec, objs, p, &old, run_id, report, opts)
                 .await?;
         }
         for chunk in deferred.chunks(page_size) {
             let recs = self.read_ids(def, objs, Side::B, chunk).await?;
             let (p, old) = self
-                .plan_step(def, spec, objs, [Vec::new(), recs], true)
+                .plan_step(def, spec, objs, [Vec::new(), recs], true, &HashMap::new())
                 .await?;
             self.apply(def, spec, objs, p, &old, run_id, report, opts)
                 .await?;
@@ -464,6 +469,8 @@ impl Engine {
         objs: &[Arc<dyn Object>; 2],
         mut read: [Vec<Record>; 2],
         partners: bool,
+        // Deletes a dry run found but did not record: (deleted on a, on b).
+        unrecorded_deletes: &HashMap<i64, (bool, bool)>,
     ) -> Result<(Plan, HashMap<i64, Entry>), EngineError> {
         let sync = def.name.as_str();
         let mut entries: HashMap<i64, Entry> = HashMap::new();
@@ -564,6 +571,12 @@ impl Engine {
                 for (from, to) in self.state.translate_ids(&parent, side, &ids).await? {
                     refs.insert((parent.clone(), side, from), to);
                 }
+            }
+        }
+        for (id, (da, db)) in unrecorded_deletes {
+            if let Some(e) = entries.get_mut(id) {
+                e.deleted_a |= da;
+                e.deleted_b |= db;
             }
         }
         let all: Vec<Entry> = entries.values().cloned().collect();

@@ -293,3 +293,30 @@ async fn a_sync_can_keep_its_state_in_postgres() {
     assert_eq!(p.engine.state.backend(), puente_state::Backend::Postgres);
     assert_eq!(state.count("SELECT COUNT(*) AS x FROM entries").await, 500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_sees_the_deletes_it_found() {
+    let a = Db::sqlite();
+    let b = Db::sqlite();
+    a.contacts("people", 1, 3, false).await;
+    b.contacts("contacts", 1000, 1, false).await;
+    b.exec("DELETE FROM contacts").await;
+    let p = Pair::new(a, b, "").await;
+    p.run().await;
+    p.a.exec("DELETE FROM people WHERE email = 'user2@example.com'")
+        .await;
+    p.b.exec("UPDATE contacts SET first_name = 'Late edit' WHERE email = 'user2@example.com'")
+        .await;
+    let r = p
+        .run_with(puente_engine::RunOptions {
+            dry_run: true,
+            ..Default::default()
+        })
+        .await;
+    let plan = r.plan.unwrap();
+    assert!(plan.contains("deleted on a a:2 ↔ b:"), "{plan}");
+    assert!(
+        !plan.contains("update a:2"),
+        "no update planned into a deleted row: {plan}"
+    );
+}
