@@ -216,20 +216,28 @@ impl Checker<'_> {
         self.src[..offset.min(self.src.len())].matches('\n').count() + 1
     }
 
+    fn push<T>(&mut self, span: &Spanned<T>, warning: bool, message: String, fix: Option<String>) {
+        let d = Diagnostic {
+            file: self.file.clone(),
+            line: self.line(span.span().start),
+            message,
+            fix,
+            warning,
+        };
+        if warning {
+            self.warnings.push(d);
+        } else {
+            self.errors.push(d);
+        }
+    }
+
     fn err<T>(
         &mut self,
         span: &Spanned<T>,
         message: impl Into<String>,
         fix: impl Into<Option<String>>,
     ) {
-        let line = self.line(span.span().start);
-        self.errors.push(Diagnostic {
-            file: self.file.clone(),
-            line,
-            message: message.into(),
-            fix: fix.into(),
-            warning: false,
-        });
+        self.push(span, false, message.into(), fix.into());
     }
 
     fn warn<T>(
@@ -238,14 +246,7 @@ impl Checker<'_> {
         message: impl Into<String>,
         fix: impl Into<Option<String>>,
     ) {
-        let line = self.line(span.span().start);
-        self.warnings.push(Diagnostic {
-            file: self.file.clone(),
-            line,
-            message: message.into(),
-            fix: fix.into(),
-            warning: true,
-        });
+        self.push(span, true, message.into(), fix.into());
     }
 
     fn secret(&mut self, s: &Spanned<Secret>, what: &str) -> Option<String> {

@@ -235,7 +235,9 @@ impl Engine {
             .and_then(|v| v.as_i64())
             .unwrap_or(0);
         let scan_due = opts.full || now_secs() - last_scan >= def.delete_check_interval_secs as i64;
-        let mut deleted_now: HashMap<i64, (bool, bool)> = HashMap::new();
+        // Deletes a dry run found: it records nothing, so its change plan
+        // is told about them.
+        let mut unrecorded_deletes: HashMap<i64, (bool, bool)> = HashMap::new();
         if scan_due {
             for side in [Side::A, Side::B] {
                 let obj = &objs[side_idx(side)];
@@ -272,21 +274,21 @@ impl Engine {
                     )));
                 }
                 let entries = self.state.entries_by_entry_ids(sync, &missing).await?;
-                let items = plan_deletes(spec, &entries, side);
-                for it in &items {
-                    if let Some(id) = it.entry_id {
-                        let e = deleted_now.entry(id).or_default();
-                        e.0 |= it.deleted_a;
-                        e.1 |= it.deleted_b;
-                    }
-                }
-                let p = Plan { items };
+                let p = Plan {
+                    items: plan_deletes(spec, &entries, side),
+                };
                 if opts.dry_run {
+                    for it in &p.items {
+                        if let Some(id) = it.entry_id {
+                            let e = unrecorded_deletes.entry(id).or_default();
+                            e.0 |= it.deleted_a;
+                            e.1 |= it.deleted_b;
+                        }
+                    }
                     plan_text.push_str(&render(&p));
                     count_plan(&p, report);
                 } else {
-                    let old: HashMap<i64, Entry> = entries.into_iter().map(|e| (e.id, e)).collect();
-                    self.apply(def, spec, objs, p, &old, run_id, report, opts)
+                    self.apply(def, spec, objs, p, &entries, run_id, report, opts)
                         .await?;
                 }
             }
@@ -324,22 +326,17 @@ impl Engine {
             }
             let revisit = self.state.entries_to_revisit(sync).await?;
             for side in [Side::A, Side::B] {
-                let have: HashSet<String> =
-                    read[side_idx(side)].iter().map(|r| r.id.clone()).collect();
-                let want: Vec<String> = revisit
+                let ids: Vec<String> = revisit
                     .iter()
                     .filter(|e| !e.deleted_on(side))
-                    .filter_map(|e| e.id_on(side))
-                    .filter(|id| !have.contains(*id))
-                    .cloned()
+                    .filter_map(|e| e.id_on(side).cloned())
                     .collect();
-                let more = self.read_ids(def, objs, side, &want).await?;
-                read[side_idx(side)].extend(more);
+                self.read_unread(def, objs, &mut read, side, ids).await?;
             }
             report.a.read += read[0].len() as u64;
             report.b.read += read[1].len() as u64;
             let (p, _) = self
-                .plan_step(def, spec, objs, read, false, &deleted_now)
+                .plan_step(def, spec, objs, read, false, &unrecorded_deletes)
                 .await?;
             plan_text.push_str(&render(&p));
             count_plan(&p, report);
@@ -458,10 +455,31 @@ impl Engine {
             .map_err(connector_err(def, side))
     }
 
+    /// Adds to `read` the records of `side` with these ids that it does not
+    /// hold yet, read by id.
+    async fn read_unread(
+        &self,
+        def: &SyncDef,
+        objs: &[Arc<dyn Object>; 2],
+        read: &mut [Vec<Record>; 2],
+        side: Side,
+        ids: impl IntoIterator<Item = String>,
+    ) -> Result<(), EngineError> {
+        let have: HashSet<&str> = read[side_idx(side)].iter().map(|r| r.id.as_str()).collect();
+        let want: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !have.contains(id.as_str()))
+            .collect();
+        let more = self.read_ids(def, objs, side, &want).await?;
+        read[side_idx(side)].extend(more);
+        Ok(())
+    }
+
     /// Plans the given records: gathers their entries (by id, and by match
     /// key for unpaired ones), reads the records those entries stand for
     /// (with `partners`, the other side of linked pairs too, so a merge
     /// compares current values), translates parent references, and plans.
+    /// Returns the plan and the entries it was made from.
     async fn plan_step(
         &self,
         def: &SyncDef,
@@ -471,48 +489,42 @@ impl Engine {
         partners: bool,
         // Deletes a dry run found but did not record: (deleted on a, on b).
         unrecorded_deletes: &HashMap<i64, (bool, bool)>,
-    ) -> Result<(Plan, HashMap<i64, Entry>), EngineError> {
+    ) -> Result<(Plan, Vec<Entry>), EngineError> {
         let sync = def.name.as_str();
-        let mut entries: HashMap<i64, Entry> = HashMap::new();
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut known: HashSet<i64> = HashSet::new();
         for side in [Side::A, Side::B] {
             let ids: Vec<String> = read[side_idx(side)].iter().map(|r| r.id.clone()).collect();
             for e in self.state.entries_by_ids(sync, side, &ids).await? {
-                entries.insert(e.id, e);
+                if known.insert(e.id) {
+                    entries.push(e);
+                }
             }
         }
         if partners {
             for side in [Side::A, Side::B] {
-                let have: HashSet<String> =
-                    read[side_idx(side)].iter().map(|r| r.id.clone()).collect();
-                let want: Vec<String> = entries
-                    .values()
-                    .filter(|e| {
-                        e.a_id.is_some() && e.b_id.is_some() && !e.deleted_a && !e.deleted_b
-                    })
-                    .filter_map(|e| e.id_on(side))
-                    .filter(|id| !have.contains(*id))
-                    .cloned()
+                let ids: Vec<String> = entries
+                    .iter()
+                    .filter(|e| e.live_pair())
+                    .filter_map(|e| e.id_on(side).cloned())
                     .collect();
-                let more = self.read_ids(def, objs, side, &want).await?;
-                read[side_idx(side)].extend(more);
+                self.read_unread(def, objs, &mut read, side, ids).await?;
             }
         }
         if !spec.keys.is_empty() {
-            let mut linked: HashSet<(Side, String)> = HashSet::new();
-            for e in entries.values() {
-                if e.a_id.is_some() && e.b_id.is_some() && !e.deleted_a && !e.deleted_b {
-                    if let Some(a) = &e.a_id {
-                        linked.insert((Side::A, a.clone()));
-                    }
-                    if let Some(b) = &e.b_id {
-                        linked.insert((Side::B, b.clone()));
-                    }
-                }
-            }
+            let linked: HashSet<(Side, &str)> = entries
+                .iter()
+                .filter(|e| e.live_pair())
+                .flat_map(|e| {
+                    [Side::A, Side::B]
+                        .into_iter()
+                        .filter_map(move |s| e.id_on(s).map(|id| (s, id.as_str())))
+                })
+                .collect();
             let mut keys: Vec<String> = Vec::new();
             for side in [Side::A, Side::B] {
                 for r in &read[side_idx(side)] {
-                    if !linked.contains(&(side, r.id.clone())) {
+                    if !linked.contains(&(side, r.id.as_str())) {
                         if let Some(k) = key_of(spec, side, &r.fields) {
                             keys.push(k);
                         }
@@ -521,25 +533,24 @@ impl Engine {
             }
             keys.sort();
             keys.dedup();
-            let by_key = self.state.entries_by_keys(sync, &keys).await?;
+            let by_key: Vec<Entry> = self
+                .state
+                .entries_by_keys(sync, &keys)
+                .await?
+                .into_iter()
+                .filter(|e| known.insert(e.id))
+                .collect();
             // A first sight merges current values: read the records these
             // entries stand for (seen values may be stale).
             for side in [Side::A, Side::B] {
-                let have: HashSet<String> =
-                    read[side_idx(side)].iter().map(|r| r.id.clone()).collect();
-                let want: Vec<String> = by_key
+                let ids: Vec<String> = by_key
                     .iter()
-                    .filter(|e| !entries.contains_key(&e.id) && !e.deleted_on(side))
-                    .filter_map(|e| e.id_on(side))
-                    .filter(|id| !have.contains(*id))
-                    .cloned()
+                    .filter(|e| !e.deleted_on(side))
+                    .filter_map(|e| e.id_on(side).cloned())
                     .collect();
-                let more = self.read_ids(def, objs, side, &want).await?;
-                read[side_idx(side)].extend(more);
+                self.read_unread(def, objs, &mut read, side, ids).await?;
             }
-            for e in by_key {
-                entries.entry(e.id).or_insert(e);
-            }
+            entries.extend(by_key);
         }
 
         // Parent references, translated through the parents' links.
@@ -552,20 +563,12 @@ impl Engine {
                     .iter()
                     .filter_map(|r| r.get(name).to_text())
                     .collect();
-                for e in entries.values() {
-                    let seen = if side == Side::A {
-                        &e.seen_a
-                    } else {
-                        &e.seen_b
-                    };
-                    if let Some(v) = seen
-                        .as_ref()
-                        .and_then(|s| s.get(name))
-                        .and_then(Value::to_text)
-                    {
-                        ids.push(v);
-                    }
-                }
+                ids.extend(
+                    entries
+                        .iter()
+                        .filter_map(|e| e.seen(side).and_then(|s| s.get(name)))
+                        .filter_map(Value::to_text),
+                );
                 ids.sort();
                 ids.dedup();
                 for (from, to) in self.state.translate_ids(&parent, side, &ids).await? {
@@ -573,20 +576,19 @@ impl Engine {
                 }
             }
         }
-        for (id, (da, db)) in unrecorded_deletes {
-            if let Some(e) = entries.get_mut(id) {
+        for e in &mut entries {
+            if let Some((da, db)) = unrecorded_deletes.get(&e.id) {
                 e.deleted_a |= da;
                 e.deleted_b |= db;
             }
         }
-        let all: Vec<Entry> = entries.values().cloned().collect();
         let [ra, rb] = read;
         let p = plan(
             spec,
             PlanInput {
                 a: ra,
                 b: rb,
-                entries: all,
+                entries: &entries,
                 refs: &refs,
             },
         );
@@ -602,12 +604,13 @@ impl Engine {
         spec: &SyncSpec,
         objs: &[Arc<dyn Object>; 2],
         p: Plan,
-        old: &HashMap<i64, Entry>,
+        old: &[Entry],
         run_id: i64,
         report: &mut SyncReport,
         opts: &RunOptions,
     ) -> Result<(), EngineError> {
         let sync = def.name.as_str();
+        let old: HashMap<i64, &Entry> = old.iter().map(|e| (e.id, e)).collect();
         let chunk_size = def
             .batch_size
             .unwrap_or(usize::MAX)
@@ -750,7 +753,7 @@ impl Engine {
             let mut drops = Vec::new();
             for (ix, mut it) in chunk.into_iter().enumerate() {
                 drops.extend(it.drop_entries.iter().copied());
-                let prior = it.entry_id.and_then(|id| old.get(&id));
+                let prior = it.entry_id.and_then(|id| old.get(&id).copied());
                 if let Some(f) = failed[ix].take() {
                     // Nothing counts as synced: back to what was seen before,
                     // so the next run tries again.

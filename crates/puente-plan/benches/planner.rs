@@ -76,7 +76,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
                     PlanInput {
                         a,
                         b,
-                        entries: vec![],
+                        entries: &[],
                         refs: &refs,
                     },
                 )
@@ -100,14 +100,14 @@ fn bench_size(c: &mut Criterion, n: usize) {
     let changed: Vec<Record> = (0..n).map(|i| rec(format!("a{i}"), A, i, "x")).collect();
     g.bench_function("merge_linked", |bch| {
         bch.iter_batched(
-            || (changed.clone(), entries.clone()),
-            |(a, entries)| {
+            || changed.clone(),
+            |a| {
                 plan(
                     &spec,
                     PlanInput {
                         a,
                         b: vec![],
-                        entries,
+                        entries: &entries,
                         refs: &refs,
                     },
                 )

@@ -137,6 +137,11 @@ impl Entry {
     fn linked(&self) -> bool {
         self.a_id.is_some() && self.b_id.is_some()
     }
+
+    /// Linked, and the record is on both sides (neither side deleted).
+    pub fn live_pair(&self) -> bool {
+        self.linked() && !self.deleted_a && !self.deleted_b
+    }
 }
 
 /// What the planner is given: the records read from each side this run
@@ -145,7 +150,8 @@ pub struct PlanInput<'a> {
     pub a: Vec<Record>,
     pub b: Vec<Record>,
     /// Entries for the records read, and entries found by their match keys.
-    pub entries: Vec<Entry>,
+    /// Only read: the caller keeps them (the engine needs them to apply).
+    pub entries: &'a [Entry],
     pub refs: &'a dyn RefLookup,
 }
 
@@ -510,13 +516,13 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
             } else {
                 format!("no match key: field {missing} is empty on {}", c.side)
             };
-            items.push(single(spec, &entries, c, Status::Excluded(status)));
+            items.push(single(spec, entries, c, Status::Excluded(status)));
         }
     }
     for ci in keyless {
         let c = &cands[ci];
         if c.read {
-            items.push(unmatched(spec, refs, &entries, c));
+            items.push(unmatched(spec, refs, entries, c));
         }
     }
     for (key, members) in groups {
@@ -531,7 +537,7 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
             for &m in &members {
                 items.push(single(
                     spec,
-                    &entries,
+                    entries,
                     &cands[m],
                     Status::Excluded(reason.clone()),
                 ));
@@ -551,7 +557,7 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
                     )
                 };
                 if c.read || m != bm {
-                    items.push(single(spec, &entries, c, Status::Excluded(reason)));
+                    items.push(single(spec, entries, c, Status::Excluded(reason)));
                 }
             }
             continue;
@@ -562,7 +568,7 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
             (Some(ma), Some(mb)) => {
                 let (x, y) = (&cands[ma], &cands[mb]);
                 match (x.read, y.read) {
-                    (true, true) => items.push(first_sight(spec, refs, &entries, x, y)),
+                    (true, true) => items.push(first_sight(spec, refs, entries, x, y)),
                     (false, false) => {}
                     // Seen values may be stale: merging needs both records as
                     // they are now. The engine reads key matches first, so
@@ -573,14 +579,14 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
                             "matches {} record {}, which could not be read; it is linked once that record is found or known deleted",
                             unread.side, unread.rec.id
                         );
-                        items.push(single(spec, &entries, read, Status::Waiting(reason)));
+                        items.push(single(spec, entries, read, Status::Waiting(reason)));
                     }
                 }
             }
             (Some(m), None) | (None, Some(m)) => {
                 let c = &cands[m];
                 if c.read {
-                    items.push(unmatched(spec, refs, &entries, c));
+                    items.push(unmatched(spec, refs, entries, c));
                 }
             }
             (None, None) => {}

@@ -566,11 +566,21 @@ impl StateStore {
                 out.push(Self::entry_from_row(&r)?);
             }
         }
-        self.attach_conflicts(&mut out).await?;
+        self.attach_conflicts(sync, &mut out).await?;
         Ok(out)
     }
 
-    async fn attach_conflicts(&self, entries: &mut [Entry]) -> Result<()> {
+    async fn attach_conflicts(&self, sync: &str, entries: &mut [Entry]) -> Result<()> {
+        // Most syncs have no open conflict: one look instead of a query per chunk.
+        let any_open: Option<i64> = sqlx::query_scalar(
+            &self.sql("SELECT 1 FROM conflicts WHERE sync = $1 AND state <> 'applied' LIMIT 1"),
+        )
+        .bind(sync)
+        .fetch_optional(&self.pool)
+        .await?;
+        if entries.is_empty() || any_open.is_none() {
+            return Ok(());
+        }
         let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
         let mut by_entry: HashMap<i64, Vec<(String, String, Option<String>)>> = HashMap::new();
         for chunk in ids.chunks(CHUNK) {
@@ -632,7 +642,6 @@ impl StateStore {
     }
 
     pub async fn entries_by_entry_ids(&self, sync: &str, ids: &[i64]) -> Result<Vec<Entry>> {
-        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
         let mut out = Vec::new();
         for chunk in ids.chunks(CHUNK) {
             let sql = self.sql(&format!(
@@ -642,13 +651,13 @@ impl StateStore {
             ));
             let mut q = sqlx::query(&sql).bind(sync);
             for v in chunk {
-                q = q.bind(v.parse::<i64>().unwrap_or_default());
+                q = q.bind(*v);
             }
             for r in q.fetch_all(&self.pool).await? {
                 out.push(Self::entry_from_row(&r)?);
             }
         }
-        self.attach_conflicts(&mut out).await?;
+        self.attach_conflicts(sync, &mut out).await?;
         Ok(out)
     }
 

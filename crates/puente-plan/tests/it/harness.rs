@@ -222,7 +222,7 @@ impl World {
             PlanInput {
                 a,
                 b,
-                entries: entries.into_values().collect(),
+                entries: &entries.into_values().collect::<Vec<_>>(),
                 refs: &self.refs,
             },
         );

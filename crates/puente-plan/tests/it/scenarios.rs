@@ -324,7 +324,7 @@ fn newest_policy_uses_modification_times() {
         puente_plan::PlanInput {
             a: vec![ra],
             b: vec![rb],
-            entries: vec![e],
+            entries: &[e],
             refs: &w.refs,
         },
     );
