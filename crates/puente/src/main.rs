@@ -8,6 +8,7 @@ mod demo;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod output;
+mod sandbox;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -109,12 +110,24 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+    /// Run a local emulator of a CRM's API (for tests, rehearsals, the demo).
+    Sandbox {
+        #[command(subcommand)]
+        which: SandboxKind,
+    },
     /// A self-contained example: two SQLite databases kept in sync, offline.
     Demo {
         /// Where the demo keeps its files.
         #[arg(long, default_value = ".puente/demo")]
         dir: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum SandboxKind {
+    /// HubSpot's CRM API: objects, batch, search, properties, associations,
+    /// OAuth, rate limits, webhooks, faults.
+    Hubspot(sandbox::HubspotArgs),
 }
 
 #[derive(Subcommand)]
@@ -349,6 +362,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sandbox {
+            which: SandboxKind::Hubspot(args),
+        } => sandbox::hubspot(args).await,
         Command::Demo { dir } => demo::run(&dir).await,
     }
 }

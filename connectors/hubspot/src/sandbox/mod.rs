@@ -1,0 +1,613 @@
+//! A local HubSpot: the CRM API (objects, batch, search, properties,
+//! associations, custom object schemas), private-app and OAuth 2.0 auth,
+//! HubSpot's rate limits and their headers, webhooks signed as HubSpot signs
+//! them, and fault injection. Code written against api.hubapi.com works
+//! against it with only the base URL changed; the official Python and Node
+//! clients check that (tests/it/official_clients.rs).
+
+mod api;
+mod auth;
+mod faults;
+mod hooks;
+mod search;
+mod seed;
+pub mod store;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value as J};
+use tokio::sync::Notify;
+
+pub use faults::Faults;
+pub use search::SearchCaps;
+use store::{ApiErr, Ms, Store};
+
+/// How a sandbox behaves.
+#[derive(Clone, Debug)]
+pub struct SandboxOptions {
+    /// Private-app tokens accepted as `Authorization: Bearer …`.
+    pub tokens: Vec<String>,
+    /// Requests per 10 s per app (private-app token or OAuth app).
+    pub rate_limit_per_10s: u32,
+    /// Requests per day for the account (private apps).
+    pub daily_limit: u64,
+    /// Search requests per second for the account.
+    pub search_per_sec: u32,
+    pub search: SearchCaps,
+    /// How long a write takes to show in search results.
+    pub search_lag: Duration,
+    pub faults: Faults,
+    /// Records to seed (contacts; companies and deals in proportion).
+    pub seed: Option<u64>,
+    /// Keep state in this JSON file (loaded at start, saved as it changes).
+    pub state_file: Option<PathBuf>,
+    pub portal_id: u64,
+    /// The OAuth app (and the secret webhooks are signed with).
+    pub client_id: String,
+    pub client_secret: String,
+    pub app_id: u64,
+    /// The developer key for the webhooks settings API (`?hapikey=`).
+    pub developer_key: String,
+    /// Lifetime of OAuth access tokens.
+    pub access_token_ttl: Duration,
+    /// First wait before a failed webhook delivery is retried (doubles).
+    pub webhook_retry_base: Duration,
+    pub webhook_max_retries: u32,
+    /// Reject companies with a domain another company holds (HubSpot's API
+    /// does not; its UI and imports do).
+    pub unique_company_domain: bool,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            tokens: vec!["pat-sandbox-0000".to_string()],
+            rate_limit_per_10s: 100,
+            daily_limit: 250_000,
+            search_per_sec: 5,
+            search: SearchCaps::default(),
+            search_lag: Duration::ZERO,
+            faults: Faults::default(),
+            seed: None,
+            state_file: None,
+            portal_id: 62_515,
+            client_id: "sandbox-client-id".to_string(),
+            client_secret: "sandbox-client-secret".to_string(),
+            app_id: 1_234_567,
+            developer_key: "sandbox-developer-key".to_string(),
+            access_token_ttl: Duration::from_secs(1800),
+            webhook_retry_base: Duration::from_secs(1),
+            webhook_max_retries: 10,
+            unique_company_domain: false,
+        }
+    }
+}
+
+/// What the sandbox has served, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+    pub searches: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub faults: AtomicU64,
+    pub webhook_deliveries: AtomicU64,
+    pub webhook_failures: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub requests: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub searches: u64,
+    pub rate_limited: u64,
+    pub faults: u64,
+    pub webhook_deliveries: u64,
+    pub webhook_failures: u64,
+}
+
+struct Limits {
+    /// App key → send times (ms) in the current 10 s window.
+    burst: HashMap<String, VecDeque<Ms>>,
+    search: VecDeque<Ms>,
+    day: (i64, u64),
+}
+
+/// One running sandbox's shared state.
+pub struct Sandbox {
+    pub opts: SandboxOptions,
+    store: Mutex<Store>,
+    /// Writes not yet visible to search: (visible at, type, id).
+    index: Mutex<SearchIndex>,
+    limits: Mutex<Limits>,
+    auth: Mutex<auth::OAuthState>,
+    hooks: hooks::Hooks,
+    faults: Mutex<faults::Dice>,
+    pub counters: Counters,
+    dirty: Notify,
+}
+
+#[derive(Default)]
+struct SearchIndex {
+    pending: VecDeque<(Ms, String, u64)>,
+    /// type → id → the record as search sees it.
+    seen: HashMap<String, std::collections::BTreeMap<u64, store::Rec>>,
+}
+
+impl Sandbox {
+    pub fn new(opts: SandboxOptions) -> Result<Arc<Sandbox>, String> {
+        let mut store = match &opts.state_file {
+            Some(p) if p.exists() => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                serde_json::from_str(&text).map_err(|e| {
+                    format!(
+                        "{} is not a sandbox state file ({e}); move it away or pick another --state",
+                        p.display()
+                    )
+                })?
+            }
+            _ => Store::new(opts.portal_id),
+        };
+        store.unique_company_domain = opts.unique_company_domain;
+        if let Some(n) = opts.seed {
+            if store.types.values().all(|t| t.records.is_empty()) {
+                seed::seed(&mut store, n);
+            }
+        }
+        store.changes.clear();
+        let dice = faults::Dice::new(opts.faults.clone(), opts.seed.unwrap_or(7));
+        let sb = Arc::new(Sandbox {
+            hooks: hooks::Hooks::new(&opts),
+            store: Mutex::new(store),
+            index: Mutex::new(SearchIndex::default()),
+            limits: Mutex::new(Limits {
+                burst: HashMap::new(),
+                search: VecDeque::new(),
+                day: (0, 0),
+            }),
+            auth: Mutex::new(auth::OAuthState::default()),
+            faults: Mutex::new(dice),
+            counters: Counters::default(),
+            dirty: Notify::new(),
+            opts,
+        });
+        if !sb.opts.search_lag.is_zero() {
+            // Search starts from what exists.
+            let store = sb.store.lock().expect("store");
+            let mut idx = sb.index.lock().expect("index");
+            for (name, t) in &store.types {
+                idx.seen.insert(name.clone(), t.records.clone());
+            }
+        }
+        Ok(sb)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            requests: l(&c.requests),
+            reads: l(&c.reads),
+            writes: l(&c.writes),
+            searches: l(&c.searches),
+            rate_limited: l(&c.rate_limited),
+            faults: l(&c.faults),
+            webhook_deliveries: l(&c.webhook_deliveries),
+            webhook_failures: l(&c.webhook_failures),
+        }
+    }
+
+    pub fn reset_stats(&self) {
+        for a in [
+            &self.counters.requests,
+            &self.counters.reads,
+            &self.counters.writes,
+            &self.counters.searches,
+            &self.counters.rate_limited,
+            &self.counters.faults,
+            &self.counters.webhook_deliveries,
+            &self.counters.webhook_failures,
+        ] {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `f` on the store; the changes it makes reach search and webhook
+    /// subscribers.
+    pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
+        let mut s = self.store.lock().expect("store");
+        let out = f(&mut s);
+        let changes = std::mem::take(&mut s.changes);
+        if !changes.is_empty() {
+            if !self.opts.search_lag.is_zero() {
+                let mut idx = self.index.lock().expect("index");
+                let at = store::now_ms() + self.opts.search_lag.as_millis() as i64;
+                for c in &changes {
+                    let ty = s
+                        .types
+                        .values()
+                        .find(|t| t.singular == c.singular)
+                        .map(|t| t.name.clone())
+                        .unwrap_or_default();
+                    idx.pending.push_back((at, ty, c.object_id));
+                }
+            }
+            drop(s);
+            self.hooks.publish(changes);
+            self.dirty.notify_one();
+        }
+        out
+    }
+
+    /// Runs a search on what search can see (writes older than the lag).
+    fn search(&self, ty: &str, body: &J, raw_len: usize) -> Result<J, ApiErr> {
+        let s = self.store.lock().expect("store");
+        if self.opts.search_lag.is_zero() {
+            return search::search(
+                &s,
+                ty,
+                s.ty(ty).records.values(),
+                body,
+                raw_len,
+                &self.opts.search,
+            );
+        }
+        let mut idx = self.index.lock().expect("index");
+        let now = store::now_ms();
+        while idx.pending.front().is_some_and(|(at, _, _)| *at <= now) {
+            let (_, t, id) = idx.pending.pop_front().expect("front");
+            let current = s.types.get(&t).and_then(|d| d.records.get(&id)).cloned();
+            let seen = idx.seen.entry(t).or_default();
+            match current {
+                Some(r) => {
+                    seen.insert(id, r);
+                }
+                None => {
+                    seen.remove(&id);
+                }
+            }
+        }
+        let empty = Default::default();
+        let seen = idx.seen.get(ty).unwrap_or(&empty);
+        search::search(&s, ty, seen.values(), body, raw_len, &self.opts.search)
+    }
+
+    /// The router of the whole API.
+    pub fn router(self: &Arc<Sandbox>) -> Router {
+        api::router(self.clone())
+            .merge(auth::router(self.clone()))
+            .merge(hooks::router(self.clone()))
+            .layer(axum::middleware::from_fn_with_state(self.clone(), gate))
+            .with_state(self.clone())
+    }
+
+    /// Serves until `shutdown` resolves; saves the state file on the way out.
+    pub async fn serve(
+        self: Arc<Sandbox>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let saver = self.opts.state_file.clone().map(|path| {
+            let sb = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    sb.dirty.notified().await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    sb.save(&path);
+                }
+            })
+        });
+        self.start_deliveries();
+        let app = self.router();
+        let result = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        if let Some(t) = saver {
+            t.abort();
+        }
+        if let Some(p) = &self.opts.state_file {
+            self.save(p);
+        }
+        result
+    }
+
+    fn save(&self, path: &std::path::Path) {
+        let text = {
+            let s = self.store.lock().expect("store");
+            serde_json::to_string(&*s).expect("the store serialises")
+        };
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)) {
+            tracing::error!(path = %path.display(), error = %e, "sandbox state not saved");
+        }
+    }
+}
+
+/// A sandbox running in this process (tests, the demo, benchmarks).
+pub struct Running {
+    pub sandbox: Arc<Sandbox>,
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Starts a sandbox on a free port of 127.0.0.1.
+    pub async fn start(opts: SandboxOptions) -> Result<Running, String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        Running::on(listener, opts).await
+    }
+
+    pub async fn on(
+        listener: tokio::net::TcpListener,
+        opts: SandboxOptions,
+    ) -> Result<Running, String> {
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let sandbox = Sandbox::new(opts)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(sandbox.clone().serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Ok(Running {
+            sandbox,
+            url: format!("http://{addr}"),
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    pub fn token(&self) -> &str {
+        &self.sandbox.opts.tokens[0]
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub(crate) fn correlation() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A JSON answer.
+pub(crate) fn reply(status: u16, body: J) -> Response {
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body.to_string(),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    r
+}
+
+pub(crate) fn error_reply(e: &ApiErr) -> Response {
+    reply(e.status, e.body(&correlation()))
+}
+
+/// The path of everything `gate` lets through without a token.
+fn is_open_path(path: &str) -> bool {
+    path.starts_with("/oauth/") || path.starts_with("/_sandbox") || path.starts_with("/webhooks/")
+}
+
+fn classify(method: &Method, path: &str) -> &'static str {
+    if path.ends_with("/search") {
+        "search"
+    } else if *method == Method::GET || path.ends_with("/batch/read") {
+        "read"
+    } else {
+        "write"
+    }
+}
+
+/// Every API request passes here: correlation id, auth, faults, rate
+/// limits and their headers.
+async fn gate(State(sb): State<Arc<Sandbox>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if is_open_path(&path) {
+        let mut r = next.run(req).await;
+        stamp(&mut r);
+        return r;
+    }
+    let caller = match sb.authenticate(req.headers()) {
+        Ok(c) => c,
+        Err(e) => {
+            let mut r = error_reply(&e);
+            stamp(&mut r);
+            return r;
+        }
+    };
+    let class = classify(&method, &path);
+    // Faults decided before the request is served.
+    let fault = sb.faults.lock().expect("faults").roll();
+    if let Some(f) = &fault {
+        if let Some(r) = f.before() {
+            sb.counters.faults.fetch_add(1, Ordering::Relaxed);
+            if f.is_429() {
+                sb.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut r = r;
+            stamp(&mut r);
+            return r;
+        }
+        if let Some(d) = f.delay() {
+            tokio::time::sleep(d).await;
+        }
+    }
+    let headers = match sb.admit(&caller, class) {
+        Ok(h) => h,
+        Err(r) => {
+            sb.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let mut r = r;
+            stamp(&mut r);
+            return r;
+        }
+    };
+    sb.counters.requests.fetch_add(1, Ordering::Relaxed);
+    match class {
+        "search" => &sb.counters.searches,
+        "read" => &sb.counters.reads,
+        _ => &sb.counters.writes,
+    }
+    .fetch_add(1, Ordering::Relaxed);
+    let mut r = next.run(req).await;
+    for (k, v) in headers {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            r.headers_mut().insert(k, v);
+        }
+    }
+    stamp(&mut r);
+    if let Some(f) = fault {
+        if let Some(broken) = f.after(r).await {
+            sb.counters.faults.fetch_add(1, Ordering::Relaxed);
+            return broken;
+        }
+        unreachable!("a fault that acts after the request returns an answer")
+    }
+    r
+}
+
+fn stamp(r: &mut Response) {
+    if let Ok(v) = HeaderValue::from_str(&correlation()) {
+        r.headers_mut().insert("x-hubspot-correlation-id", v);
+    }
+}
+
+impl Sandbox {
+    /// Counts a request against the caller's limits, or answers 429.
+    fn admit(
+        &self,
+        caller: &auth::Caller,
+        class: &str,
+    ) -> Result<Vec<(&'static str, String)>, Response> {
+        let now = store::now_ms();
+        let mut l = self.limits.lock().expect("limits");
+        let today = now.div_euclid(86_400_000);
+        if l.day.0 != today {
+            l.day = (today, 0);
+        }
+        let private = caller.private;
+        if private && l.day.1 >= self.opts.daily_limit {
+            return Err(too_many("You have reached your daily limit.", "DAILY", &[]));
+        }
+        if class == "search" {
+            while l.search.front().is_some_and(|t| now - *t >= 1000) {
+                l.search.pop_front();
+            }
+            if l.search.len() as u32 >= self.opts.search_per_sec {
+                return Err(too_many(
+                    "You have reached your secondly limit.",
+                    "SECONDLY",
+                    &[],
+                ));
+            }
+            l.search.push_back(now);
+            l.day.1 += 1;
+            return Ok(vec![]);
+        }
+        let max = self.opts.rate_limit_per_10s;
+        let window = l.burst.entry(caller.app.clone()).or_default();
+        while window.front().is_some_and(|t| now - *t >= 10_000) {
+            window.pop_front();
+        }
+        let used = window.len() as u32;
+        let mut headers = vec![
+            (
+                "x-hubspot-ratelimit-interval-milliseconds",
+                "10000".to_string(),
+            ),
+            ("x-hubspot-ratelimit-max", max.to_string()),
+        ];
+        if used >= max {
+            headers.push(("x-hubspot-ratelimit-remaining", "0".into()));
+            return Err(too_many(
+                "You have reached your ten_secondly_rolling limit.",
+                "TEN_SECONDLY_ROLLING",
+                &headers,
+            ));
+        }
+        window.push_back(now);
+        headers.push((
+            "x-hubspot-ratelimit-remaining",
+            (max - used - 1).to_string(),
+        ));
+        l.day.1 += 1;
+        if private {
+            headers.push((
+                "x-hubspot-ratelimit-daily",
+                self.opts.daily_limit.to_string(),
+            ));
+            headers.push((
+                "x-hubspot-ratelimit-daily-remaining",
+                self.opts.daily_limit.saturating_sub(l.day.1).to_string(),
+            ));
+        }
+        Ok(headers)
+    }
+}
+
+pub(crate) fn too_many(
+    message: &str,
+    policy: &str,
+    headers: &[(&'static str, String)],
+) -> Response {
+    let mut r = reply(
+        429,
+        json!({
+            "status": "error",
+            "message": message,
+            "errorType": "RATE_LIMIT",
+            "correlationId": correlation(),
+            "policyName": policy,
+            "requestId": correlation(),
+        }),
+    );
+    for (k, v) in headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            r.headers_mut().insert(*k, v);
+        }
+    }
+    r
+}
+
+pub(crate) fn empty(status: u16) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::NO_CONTENT);
+    r
+}
