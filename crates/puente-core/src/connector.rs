@@ -85,6 +85,27 @@ pub enum WriteOutcome {
     Failed(Failure),
 }
 
+/// An incoming notification (webhook) as received, before anything in it is
+/// trusted: the connector checks its signature or token first.
+#[derive(Clone, Debug, Default)]
+pub struct Push {
+    pub method: String,
+    /// The full URL the sender addressed (signatures cover it).
+    pub uri: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Push {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// One authenticated account of one system.
 #[async_trait]
 pub trait Connector: Send + Sync {
@@ -96,6 +117,18 @@ pub trait Connector: Send + Sync {
 
     /// Discovers an object's schema and returns a handle to read and write it.
     async fn open(&self, spec: &ObjectSpec) -> Result<Arc<dyn Object>, ConnectorError>;
+
+    /// Takes a notification the system pushed: verifies it, and remembers
+    /// the records it names so the next read looks at them (DESIGN.md: a
+    /// notification only says "look at record X soon"). Returns how many
+    /// events were taken.
+    async fn accept_push(&self, push: &Push) -> Result<usize, ConnectorError> {
+        let _ = push;
+        Err(ConnectorError::config(format!(
+            "{} connections take no webhooks",
+            self.kind()
+        )))
+    }
 }
 
 /// One object (table, file, CRM object) of a connection.

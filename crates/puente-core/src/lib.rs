@@ -11,7 +11,7 @@ mod schema;
 mod value;
 
 pub use connector::{
-    Capabilities, ChangeDetection, Connector, Cursor, Object, ObjectSpec, Page, WriteOp,
+    Capabilities, ChangeDetection, Connector, Cursor, Object, ObjectSpec, Page, Push, WriteOp,
     WriteOutcome,
 };
 pub use error::{ConnectorError, ErrorKind, Failure, FailureCategory};

@@ -65,6 +65,17 @@ pub struct RawConnection {
     pub kind: Spanned<String>,
     pub url: Option<Spanned<Secret>>,
     pub dir: Option<Spanned<String>>,
+    /// CRM connections: a private-app token.
+    pub token: Option<Spanned<Secret>>,
+    /// CRM connections: the API's address (a sandbox's for rehearsals).
+    pub base_url: Option<Spanned<String>>,
+    /// CRM connections (OAuth): the app and a refresh token.
+    pub client_id: Option<Spanned<String>>,
+    pub client_secret: Option<Spanned<Secret>>,
+    pub refresh_token: Option<Spanned<Secret>>,
+    /// The secret incoming webhooks are signed with.
+    pub webhook_secret: Option<Spanned<Secret>>,
+    pub rate_limit_per_10s: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -79,6 +90,9 @@ pub struct RawEndpoint {
     pub page_size: Option<usize>,
     pub filter: Option<Spanned<String>>,
     pub delimiter: Option<String>,
+    /// CRM objects: how often a full read reconciles what searches and
+    /// webhooks missed (association changes among them).
+    pub reconcile_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +149,7 @@ fn yes() -> bool {
 pub enum ConnectionDef {
     Sql { kind: String, url: String },
     Csv { dir: PathBuf },
+    HubSpot(puente_hubspot::Settings),
 }
 
 /// One field mapping, checked.
@@ -447,10 +462,57 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, Vec<Diagnostic>> {
                     },
                 );
             }
+            "hubspot" => {
+                let r = conn.get_ref();
+                let auth = match (&r.token, &r.client_id, &r.client_secret, &r.refresh_token) {
+                    (Some(t), None, None, None) => c
+                        .secret(t, &format!("connections.{name}.token"))
+                        .map(puente_hubspot::Auth::Token),
+                    (None, Some(id), Some(secret), Some(refresh)) => {
+                        let secret = c.secret(secret, &format!("connections.{name}.client_secret"));
+                        let refresh =
+                            c.secret(refresh, &format!("connections.{name}.refresh_token"));
+                        secret.zip(refresh).map(|(client_secret, refresh_token)| {
+                            puente_hubspot::Auth::OAuth {
+                                client_id: id.get_ref().clone(),
+                                client_secret,
+                                refresh_token,
+                            }
+                        })
+                    }
+                    _ => {
+                        c.err(
+                            conn,
+                            format!("connection {name} (hubspot) needs either token, or client_id + client_secret + refresh_token"),
+                            Some("write token = { env = \"HUBSPOT_TOKEN\" } for a private app".into()),
+                        );
+                        None
+                    }
+                };
+                let base_url = r.base_url.as_ref().map(|u| u.get_ref().clone());
+                if let Some(u) = &r.base_url {
+                    if !(u.get_ref().starts_with("https://") || u.get_ref().starts_with("http://"))
+                    {
+                        c.err(u, format!("connection {name}: base_url must start with https:// (or http:// for a local sandbox)"), None);
+                    }
+                }
+                let webhook_secret = r
+                    .webhook_secret
+                    .as_ref()
+                    .and_then(|w| c.secret(w, &format!("connections.{name}.webhook_secret")));
+                if let Some(auth) = auth {
+                    let mut settings = puente_hubspot::Settings::new(base_url, auth);
+                    settings.webhook_secret = webhook_secret;
+                    if let Some(n) = r.rate_limit_per_10s {
+                        settings.rate_limit_per_10s = n.max(1);
+                    }
+                    connections.insert(name.clone(), ConnectionDef::HubSpot(settings));
+                }
+            }
             other => c.err(
                 &conn.get_ref().kind,
                 format!("connection {name}: unknown kind {other:?}"),
-                Some("use one of: postgres, mysql, sqlite, csv".into()),
+                Some("use one of: postgres, mysql, sqlite, csv, hubspot".into()),
             ),
         }
     }
@@ -549,6 +611,9 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, Vec<Diagnostic>> {
             let mut options = BTreeMap::new();
             if let Some(d) = &er.delimiter {
                 options.insert("delimiter".to_string(), d.clone());
+            }
+            if let Some(r) = er.reconcile_secs {
+                options.insert("reconcile_secs".to_string(), r.to_string());
             }
             EndpointDef {
                 connection: conn.clone(),

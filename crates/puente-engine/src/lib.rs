@@ -77,6 +77,9 @@ impl Engine {
             config::ConnectionDef::Sql { url, .. } => {
                 Arc::new(puente_sql::SqlConnector::connect(url).await.map_err(wrap)?)
             }
+            config::ConnectionDef::HubSpot(settings) => {
+                Arc::new(puente_hubspot::HubSpotConnector::new(settings.clone()))
+            }
             config::ConnectionDef::Csv { dir } => {
                 let c = puente_file::CsvConnector::new(dir.clone());
                 c.check().await.map_err(wrap)?;

@@ -6,7 +6,7 @@
 //! It knows no vendor: a connector tells it how to read a 429 (which wait,
 //! or none at all for a daily quota) through [`RetryPolicy`].
 
-mod governor;
+pub mod governor;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use rand::Rng;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
 
-pub use governor::{Governor, Limit};
+pub use governor::{Governor, Limit, ReportedBy};
 
 /// What went wrong with one request, after retries.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +54,11 @@ pub struct RetryPolicy {
     pub timeout: Duration,
     /// Reads a 429's body: `Wait(d)` to retry after `d` (unless the server
     /// sent `Retry-After`), `Quota` when a daily limit is spent (not retried).
-    pub on_429: Arc<dyn Fn(&[u8]) -> Throttle + Send + Sync>,
+    pub on_429: ReadThrottle,
 }
+
+/// Reads a 429's body.
+pub type ReadThrottle = Arc<dyn Fn(&[u8]) -> Throttle + Send + Sync>;
 
 /// What a 429 means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -329,6 +329,9 @@ fn reverse_type(from: &str, to: &str, type_id: u32) -> u32 {
 /// One association edge, stored in both directions.
 pub type AssocKey = (String, u64, String);
 
+/// Every association: key → target id → association type ids.
+pub type Edges = HashMap<AssocKey, BTreeMap<u64, BTreeSet<(String, u32)>>>;
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Store {
     pub portal_id: u64,
@@ -336,7 +339,7 @@ pub struct Store {
     pub types: BTreeMap<String, TypeDef>,
     /// (from type, from id, to type) → to id → association type ids.
     #[serde(with = "assoc_serde")]
-    pub assoc: HashMap<AssocKey, BTreeMap<u64, BTreeSet<(String, u32)>>>,
+    pub assoc: Edges,
     /// (type, merged-away id) → surviving id.
     pub merged: BTreeMap<String, BTreeMap<u64, u64>>,
     pub custom_seq: u64,
@@ -353,18 +356,13 @@ mod assoc_serde {
 
     type Flat = Vec<(AssocKey, BTreeMap<u64, BTreeSet<(String, u32)>>)>;
 
-    pub fn serialize<S: Serializer>(
-        m: &HashMap<AssocKey, BTreeMap<u64, BTreeSet<(String, u32)>>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(m: &Edges, s: S) -> Result<S::Ok, S::Error> {
         let mut flat: Flat = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         flat.sort_by(|a, b| a.0.cmp(&b.0));
         flat.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<HashMap<AssocKey, BTreeMap<u64, BTreeSet<(String, u32)>>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Edges, D::Error> {
         Ok(Flat::deserialize(d)?.into_iter().collect())
     }
 }

@@ -5,5 +5,6 @@ mod bad_input;
 mod conflicts;
 mod examples;
 mod fixtures;
+mod hubspot;
 mod two_way;
 mod validate;

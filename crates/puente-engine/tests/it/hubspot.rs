@@ -1,0 +1,414 @@
+//! HubSpot (its sandbox) ↔ PostgreSQL, two-way: contacts and companies with
+//! the contact → primary company association, edits on both sides, a
+//! conflict, a deleted record kept and restored, and a change that arrives
+//! by webhook while search lags.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use puente_core::{Push, Side};
+use puente_engine::RunOptions;
+use puente_hubspot::sandbox::{Running, SandboxOptions};
+use serde_json::{json, Value as J};
+
+use crate::fixtures::{Db, Pair};
+
+/// Calls the sandbox's API as any HubSpot client would.
+struct Api {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// One call; a 429 (the search limit is 5 a second) waits and retries.
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<J>) -> J {
+        loop {
+            let mut r = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.url))
+                .bearer_auth(&self.token);
+            if let Some(b) = &body {
+                r = r.json(b);
+            }
+            let resp = r.send().await.unwrap();
+            let status = resp.status();
+            let text = resp.text().await.unwrap();
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+                continue;
+            }
+            assert!(status.is_success(), "{path}: {status} {text}");
+            return serde_json::from_str(&text).unwrap_or(J::Null);
+        }
+    }
+
+    async fn create(&self, ty: &str, props: J) -> String {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/crm/v3/objects/{ty}"),
+                Some(json!({"properties": props})),
+            )
+            .await;
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    async fn update(&self, ty: &str, id: &str, props: J) {
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("/crm/v3/objects/{ty}/{id}"),
+            Some(json!({"properties": props})),
+        )
+        .await;
+    }
+
+    async fn find(&self, ty: &str, prop: &str, value: &str) -> Vec<J> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/crm/v3/objects/{ty}/search"),
+                Some(json!({"filterGroups": [{"filters": [{"propertyName": prop, "operator": "EQ", "value": value}]}], "properties": ["email", "firstname", "lastname", "name", "domain"], "limit": 100})),
+            )
+            .await;
+        v["results"].as_array().unwrap().clone()
+    }
+
+    async fn primary_company(&self, contact: &str) -> Option<String> {
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/crm/v4/objects/contacts/{contact}/associations/companies"),
+                None,
+            )
+            .await;
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| {
+                r["associationTypes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|t| t["typeId"] == 1)
+            })
+            .map(|r| r["toObjectId"].to_string())
+    }
+}
+
+fn config(sandbox: &str, token: &str, pg: &Db) -> String {
+    format!(
+        r#"
+[state]
+url = "sqlite://state.db"
+
+[connections.crm]
+kind = "hubspot"
+base_url = "{sandbox}"
+token = "{token}"
+webhook_secret = "sandbox-client-secret"
+
+[connections.db]
+kind = "postgres"
+url = "{pg}"
+
+[[syncs]]
+name = "companies"
+winner = "a"
+delete_check_interval_secs = 0
+a = {{ connection = "crm", object = "companies" }}
+b = {{ connection = "db", object = "accounts", cursor = "updated_at" }}
+match = [{{ a = "domain", b = "website" }}]
+fields = [
+  {{ a = "name", b = "name" }},
+  {{ a = "domain", b = "website" }},
+]
+
+[[syncs]]
+name = "contacts"
+winner = "a"
+delete_check_interval_secs = 0
+a = {{ connection = "crm", object = "contacts" }}
+b = {{ connection = "db", object = "people", cursor = "updated_at" }}
+match = [{{ a = "email", b = "email" }}]
+fields = [
+  {{ a = "email", b = "email" }},
+  {{ a = "firstname", b = "first_name" }},
+  {{ a = "lastname", b = "last_name" }},
+  {{ a = "associatedcompanyid", b = "account_id", ref = "companies" }},
+]
+"#,
+        pg = pg.url()
+    )
+}
+
+async fn run_all(p: &Pair, opts: RunOptions) {
+    for def in p.engine.config.syncs.clone() {
+        let r = p
+            .engine
+            .run(&def, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.a.failed + r.b.failed, 0, "{r:?}");
+    }
+}
+
+#[derive(Clone)]
+struct Hooked {
+    connector: Arc<dyn puente_core::Connector>,
+    taken: Arc<AtomicUsize>,
+    uri: String,
+}
+
+async fn receive(
+    State(h): State<Hooked>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    let push = Push {
+        method: "POST".into(),
+        uri: h.uri.clone(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: body.to_vec(),
+    };
+    match h.connector.accept_push(&push).await {
+        Ok(n) => {
+            h.taken.fetch_add(n, Ordering::SeqCst);
+            axum::http::StatusCode::NO_CONTENT
+        }
+        Err(_) => axum::http::StatusCode::UNAUTHORIZED,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hubspot_and_postgres_stay_in_sync_both_ways() {
+    let sb = Running::start(SandboxOptions::default()).await.unwrap();
+    let api = Api {
+        url: sb.url.clone(),
+        token: sb.token().to_string(),
+        http: reqwest::Client::new(),
+    };
+    let pg = Db::pg().await;
+    pg.exec("CREATE TABLE accounts (id SERIAL PRIMARY KEY, name TEXT NOT NULL, website TEXT UNIQUE, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())").await;
+    pg.exec("CREATE TABLE people (id SERIAL PRIMARY KEY, email TEXT UNIQUE, first_name TEXT, last_name TEXT, account_id INT REFERENCES accounts(id), updated_at TIMESTAMPTZ NOT NULL DEFAULT now())").await;
+
+    // HubSpot: a company and two contacts, one of them also in PostgreSQL.
+    let acme = api
+        .create(
+            "companies",
+            json!({"name": "Acme", "domain": "acme.example"}),
+        )
+        .await;
+    let ann = api
+        .create(
+            "contacts",
+            json!({"email": "ann@acme.example", "firstname": "Ann", "lastname": "Archer"}),
+        )
+        .await;
+    api.call(
+        reqwest::Method::PUT,
+        &format!("/crm/v4/objects/contacts/{ann}/associations/companies/{acme}"),
+        Some(json!([{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 1}])),
+    )
+    .await;
+    let bob = api
+        .create(
+            "contacts",
+            json!({"email": "bob@acme.example", "firstname": "Bob"}),
+        )
+        .await;
+    // PostgreSQL: another company with its contact, and Bob (upper case, no first name).
+    pg.exec("INSERT INTO accounts (name, website) VALUES ('Globex', 'globex.example')")
+        .await;
+    pg.exec("INSERT INTO people (email, first_name, last_name, account_id) VALUES ('cy@globex.example', 'Cy', 'Cole', 1)").await;
+    pg.exec("INSERT INTO people (email, last_name) VALUES ('BOB@ACME.EXAMPLE', 'Baker')")
+        .await;
+
+    let text = config(&sb.url, sb.token(), &pg);
+    let p = Pair::with_config(pg, Db::sqlite(), &text).await;
+    let db = &p.a;
+    run_all(&p, RunOptions::default()).await;
+
+    // Companies both ways.
+    assert_eq!(
+        db.one("SELECT name AS x FROM accounts WHERE website = 'acme.example'")
+            .await,
+        "Acme"
+    );
+    assert_eq!(
+        api.find("companies", "domain", "globex.example")
+            .await
+            .len(),
+        1
+    );
+    // Contacts both ways, Bob matched by e-mail, not duplicated.
+    assert_eq!(db.count("SELECT COUNT(*) AS x FROM people").await, 3);
+    assert_eq!(
+        api.find("contacts", "email", "bob@acme.example")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        db.one("SELECT first_name AS x FROM people WHERE LOWER(email) = 'bob@acme.example'")
+            .await,
+        "Bob"
+    );
+    assert_eq!(
+        api.find("contacts", "email", "bob@acme.example").await[0]["properties"]["lastname"],
+        "Baker"
+    );
+    // Associations: Ann's company reached PostgreSQL, Cy's reached HubSpot.
+    assert_eq!(
+        db.one("SELECT a.website AS x FROM people p JOIN accounts a ON a.id = p.account_id WHERE p.email = 'ann@acme.example'").await,
+        "acme.example"
+    );
+    let cy = api.find("contacts", "email", "cy@globex.example").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let globex = api.find("companies", "domain", "globex.example").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(api.primary_company(&cy).await, Some(globex.clone()));
+
+    // Nothing changed: nothing written.
+    for def in p.engine.config.syncs.clone() {
+        let r = p.engine.run(&def, &RunOptions::default()).await.unwrap();
+        assert_eq!(
+            (r.a.created, r.a.updated, r.b.created, r.b.updated),
+            (0, 0, 0, 0),
+            "{r:?}"
+        );
+    }
+
+    // Edits on both sides, and a conflict that HubSpot (the winner) takes.
+    api.update("contacts", &ann, json!({"lastname": "Archer-Smith"}))
+        .await;
+    db.exec("UPDATE people SET first_name = 'Cyrus', updated_at = now() WHERE email = 'cy@globex.example'").await;
+    api.update("contacts", &bob, json!({"firstname": "Robert"}))
+        .await;
+    db.exec("UPDATE people SET first_name = 'Bobby', updated_at = now() WHERE LOWER(email) = 'bob@acme.example'").await;
+    // Cy moves to Acme in PostgreSQL: the association follows.
+    db.exec("UPDATE people SET account_id = (SELECT id FROM accounts WHERE website = 'acme.example'), updated_at = now() WHERE email = 'cy@globex.example'").await;
+    run_all(&p, RunOptions::default()).await;
+    assert_eq!(
+        db.one("SELECT last_name AS x FROM people WHERE email = 'ann@acme.example'")
+            .await,
+        "Archer-Smith"
+    );
+    assert_eq!(
+        api.find("contacts", "email", "cy@globex.example").await[0]["properties"]["firstname"],
+        "Cyrus"
+    );
+    assert_eq!(
+        db.one("SELECT first_name AS x FROM people WHERE LOWER(email) = 'bob@acme.example'")
+            .await,
+        "Robert"
+    );
+    assert_eq!(
+        api.find("contacts", "email", "bob@acme.example").await[0]["properties"]["firstname"],
+        "Robert"
+    );
+    assert_eq!(api.primary_company(&cy).await, Some(acme.clone()));
+
+    // An association changed in HubSpot alone (no property changes) is
+    // found by the full reconciliation.
+    api.call(
+        reqwest::Method::PUT,
+        &format!("/crm/v4/objects/contacts/{ann}/associations/companies/{globex}"),
+        Some(json!([{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 1}])),
+    )
+    .await;
+    run_all(
+        &p,
+        RunOptions {
+            full: true,
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        db.one("SELECT a.website AS x FROM people p JOIN accounts a ON a.id = p.account_id WHERE p.email = 'ann@acme.example'").await,
+        "globex.example"
+    );
+
+    // A contact deleted in HubSpot is kept in PostgreSQL, shown as deleted,
+    // and restored on HubSpot with its values and company.
+    api.call(
+        reqwest::Method::DELETE,
+        &format!("/crm/v3/objects/contacts/{cy}"),
+        None,
+    )
+    .await;
+    run_all(&p, RunOptions::default()).await;
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS x FROM people WHERE email = 'cy@globex.example'")
+            .await,
+        1
+    );
+    assert!(api
+        .find("contacts", "email", "cy@globex.example")
+        .await
+        .is_empty());
+    let contacts = p.engine.config.syncs[1].clone();
+    let restored = p.engine.restore(&contacts, Side::A, false).await.unwrap();
+    assert_eq!(restored.restored.len(), 1, "{restored:?}");
+    let back = api.find("contacts", "email", "cy@globex.example").await;
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0]["properties"]["firstname"], "Cyrus");
+    let new_cy = back[0]["id"].as_str().unwrap().to_string();
+    run_all(&p, RunOptions::default()).await;
+    assert_eq!(api.primary_company(&new_cy).await, Some(acme.clone()));
+
+    // Webhooks: with search lagging an hour behind, a change still arrives,
+    // because the webhook named the record.
+    let connector = p.engine.connector("crm").await.unwrap();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hooks/hubspot", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/hooks/hubspot", axum::routing::post(receive))
+        .with_state(Hooked {
+            connector,
+            taken: taken.clone(),
+            uri: hook_url.clone(),
+        });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dev = format!("?hapikey={}", sb.sandbox.opts.developer_key);
+    let app_id = sb.sandbox.opts.app_id;
+    api.call(
+        reqwest::Method::PUT,
+        &format!("/webhooks/v3/{app_id}/settings{dev}"),
+        Some(json!({"targetUrl": hook_url})),
+    )
+    .await;
+    api.call(reqwest::Method::POST, &format!("/webhooks/v3/{app_id}/subscriptions{dev}"), Some(json!({"eventType": "contact.propertyChange", "propertyName": "lastname", "active": true}))).await;
+    sb.sandbox.set_search_lag(Duration::from_secs(3600));
+    api.update("contacts", &ann, json!({"lastname": "Hooked"}))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while taken.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no webhook arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = p
+        .engine
+        .run(&contacts, &RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.b.updated, 1, "{r:?}");
+    assert_eq!(
+        db.one("SELECT last_name AS x FROM people WHERE email = 'ann@acme.example'")
+            .await,
+        "Hooked"
+    );
+}
