@@ -750,7 +750,11 @@ async fn create_prop(State(sb): S, Path(ty): Path<String>, body: String) -> Resp
             ));
         }
         let out = p.to_json(&t.singular);
+        let unique = p.unique;
         t.props.push(p);
+        if unique {
+            s.reindex();
+        }
         Ok(reply(201, out))
     }))
 }

@@ -137,7 +137,11 @@ impl Fault {
             Fault::RateLimited => Some(too_many(
                 "You have reached your ten_secondly_rolling limit.",
                 "TEN_SECONDLY_ROLLING",
-                &[("x-hubspot-ratelimit-remaining", "0".into())],
+                // An injected storm asks for a short wait, so trials run fast.
+                &[
+                    ("x-hubspot-ratelimit-remaining", "0".into()),
+                    ("retry-after", "1".into()),
+                ],
             )),
             Fault::ServerError(code) => Some(reply(
                 *code,

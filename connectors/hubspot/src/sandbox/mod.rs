@@ -171,6 +171,7 @@ impl Sandbox {
             _ => Store::new(opts.portal_id),
         };
         store.unique_company_domain = opts.unique_company_domain;
+        store.reindex();
         if let Some(n) = opts.seed {
             if store.types.values().all(|t| t.records.is_empty()) {
                 seed::seed(&mut store, n);

@@ -348,6 +348,9 @@ pub struct Store {
     /// Reject a company whose domain another company holds (HubSpot does
     /// not; some users want the sandbox stricter).
     pub unique_company_domain: bool,
+    /// type → unique property → value → live record (the API's own index).
+    #[serde(skip)]
+    pub unique: HashMap<String, HashMap<String, HashMap<String, u64>>>,
 }
 
 mod assoc_serde {
@@ -728,6 +731,75 @@ fn builtin_props(name: &str) -> Vec<PropDef> {
 }
 
 impl Store {
+    fn is_unique(&self, ty: &str, prop: &str) -> bool {
+        self.types[ty].prop(prop).is_some_and(|p| p.unique)
+            || (ty == "companies" && prop == "domain" && self.unique_company_domain)
+    }
+
+    /// The unique values a record holds: (property, value).
+    fn unique_values(&self, ty: &str, rec: &Rec) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (k, v) in &rec.props {
+            if v.is_empty() {
+                continue;
+            }
+            if k == "hs_additional_emails" {
+                out.extend(v.split(';').map(|e| ("email".to_string(), e.to_string())));
+            } else if self.is_unique(ty, k) {
+                out.push((k.clone(), v.clone()));
+            }
+        }
+        out
+    }
+
+    fn index_put(&mut self, ty: &str, id: u64) {
+        let Some(rec) = self.types[ty]
+            .records
+            .get(&id)
+            .filter(|r| r.archived_at.is_none())
+        else {
+            return;
+        };
+        let vals = self.unique_values(ty, rec);
+        let idx = self.unique.entry(ty.to_string()).or_default();
+        for (k, v) in vals {
+            idx.entry(k).or_default().insert(v, id);
+        }
+    }
+
+    fn index_drop(&mut self, ty: &str, id: u64) {
+        let Some(rec) = self.types[ty].records.get(&id) else {
+            return;
+        };
+        let vals = self.unique_values(ty, rec);
+        if let Some(idx) = self.unique.get_mut(ty) {
+            for (k, v) in vals {
+                if let Some(m) = idx.get_mut(&k) {
+                    if m.get(&v) == Some(&id) {
+                        m.remove(&v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the unique-value index (after loading, or a new unique property).
+    pub fn reindex(&mut self) {
+        self.unique.clear();
+        let all: Vec<(String, u64)> = self
+            .types
+            .iter()
+            .flat_map(|(n, t)| t.records.keys().map(move |id| (n.clone(), *id)))
+            .collect();
+        for (ty, id) in all {
+            self.index_put(&ty, id);
+        }
+    }
+
+    fn holder(&self, ty: &str, prop: &str, value: &str) -> Option<u64> {
+        self.unique.get(ty)?.get(prop)?.get(value).copied()
+    }
+
     pub fn new(portal_id: u64) -> Store {
         let mut types = BTreeMap::new();
         for b in BUILTINS {
@@ -856,17 +928,9 @@ impl Store {
         } else {
             value.to_string()
         };
-        Ok(t.records
-            .values()
-            .find(|r| {
-                r.archived_at.is_none()
-                    && (r.props.get(prop).is_some_and(|v| *v == needle)
-                        || (prop == "email"
-                            && r.props
-                                .get("hs_additional_emails")
-                                .is_some_and(|v| v.split(';').any(|e| e == needle))))
-            })
-            .map(|r| r.id))
+        Ok(self
+            .holder(ty, prop, &needle)
+            .filter(|id| self.live(ty, *id).is_some()))
     }
 
     /// Checks and normalises the values of a create or update, as HubSpot
@@ -925,20 +989,14 @@ impl Store {
             if v.is_empty() {
                 continue;
             }
-            let unique = t.prop(name).is_some_and(|p| p.unique)
-                || (ty == "companies" && name == "domain" && self.unique_company_domain);
-            if !unique {
+            if !self.is_unique(ty, name) {
                 continue;
             }
-            let clash = t.records.values().find(|r| {
-                r.archived_at.is_none()
-                    && Some(r.id) != existing
-                    && (r.props.get(name) == Some(v)
-                        || (name == "email"
-                            && r.props
-                                .get("hs_additional_emails")
-                                .is_some_and(|a| a.split(';').any(|e| e == v))))
-            });
+            let clash = self
+                .holder(ty, name, v)
+                .filter(|id| Some(*id) != existing)
+                .and_then(|id| t.records.get(&id))
+                .filter(|r| r.archived_at.is_none());
             if let Some(r) = clash {
                 let mut e = if ty == "contacts" && name == "email" {
                     ApiErr::new(
@@ -1005,6 +1063,7 @@ impl Store {
         stamp(t, &mut rec, true);
         t.records.insert(id, rec);
         let singular = t.singular.clone();
+        self.index_put(ty, id);
         self.changes.push(Change {
             singular,
             kind: ChangeKind::Creation,
@@ -1026,6 +1085,7 @@ impl Store {
             return Err(ApiErr::not_found(&id.to_string()));
         }
         let props = self.check_props(ty, input, Some(id))?;
+        self.index_drop(ty, id);
         let t = self.types.get_mut(ty).expect("type checked");
         let singular = t.singular.clone();
         let rec = t.records.get_mut(&id).expect("live");
@@ -1046,6 +1106,7 @@ impl Store {
             let mut r = rec.clone();
             stamp(t, &mut r, false);
             t.records.insert(id, r);
+            self.index_put(ty, id);
             for (k, v) in changed {
                 self.changes.push(Change {
                     singular: singular.clone(),
@@ -1055,11 +1116,13 @@ impl Store {
                 });
             }
         }
+        self.index_put(ty, id);
         Ok(id)
     }
 
     pub fn archive(&mut self, ty: &str, id: u64, now: Ms) -> bool {
         let id = self.resolve(ty, id);
+        self.index_drop(ty, id);
         let t = self.types.get_mut(ty).expect("type checked");
         let singular = t.singular.clone();
         match t.records.get_mut(&id) {
@@ -1096,6 +1159,8 @@ impl Store {
         ) else {
             return Err(ApiErr::not_found(&format!("{primary}, {loser}")));
         };
+        self.index_drop(ty, primary);
+        self.index_drop(ty, loser);
         let t = self.types.get_mut(ty).expect("type checked");
         let singular = t.singular.clone();
         let mut merged = p.clone();
@@ -1141,6 +1206,7 @@ impl Store {
             .entry(ty.to_string())
             .or_default()
             .insert(loser, primary);
+        self.index_put(ty, primary);
         // Move associations.
         let keys: Vec<AssocKey> = self
             .assoc

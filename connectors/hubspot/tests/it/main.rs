@@ -1,2 +1,3 @@
+mod connector;
 mod official_clients;
 mod sandbox;
