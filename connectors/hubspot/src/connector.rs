@@ -1269,6 +1269,49 @@ impl Object for HubSpotObject {
         }
     }
 
+    fn merged_ids(&self, record: &Record) -> Vec<String> {
+        match record.get("hs_merged_object_ids") {
+            Value::MultiEnum(ids) => ids.iter().cloned().collect(),
+            Value::Null => Vec::new(),
+            other => other
+                .to_text()
+                .map(|t| {
+                    t.split(';')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// HubSpot answers a read of a merged-away id with the survivor, whose
+    /// id differs. Probes at most 500 ids a scan (the rest next scan).
+    async fn resolve_merged(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, String)>, ConnectorError> {
+        let mut out = Vec::new();
+        for id in ids.iter().take(500) {
+            let a = self
+                .client
+                .call(
+                    Method::GET,
+                    &self.path(&format!("/{}?properties=hs_object_id", urlencode(id))),
+                    "/crm/v3/objects/{type}/{id}",
+                    None,
+                    true,
+                )
+                .await?;
+            if a.status == 200 {
+                if let Some(new) = a.body.get("id").and_then(J::as_str).filter(|n| *n != id) {
+                    out.push((id.clone(), new.to_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn find(&self, conditions: &[(String, Value)]) -> Result<Vec<Record>, ConnectorError> {
         if conditions.is_empty() {
             return Ok(vec![]);

@@ -152,6 +152,22 @@ pub trait Object: Send + Sync {
     /// Every record id the object holds (for delete detection).
     async fn list_ids(&self) -> Result<Vec<String>, ConnectorError>;
 
+    /// Of ids no longer listed, those the system merged into another record:
+    /// (old id, surviving id). A merged record is relinked, not deleted.
+    async fn resolve_merged(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, String)>, ConnectorError> {
+        let _ = ids;
+        Ok(Vec::new())
+    }
+
+    /// The ids a record absorbed by merges, as the system reports them.
+    fn merged_ids(&self, record: &Record) -> Vec<String> {
+        let _ = record;
+        Vec::new()
+    }
+
     /// Records whose fields equal all the given values (`Null` matches empty).
     async fn find(&self, conditions: &[(String, Value)]) -> Result<Vec<Record>, ConnectorError>;
 

@@ -254,13 +254,30 @@ impl Engine {
                     .map_err(connector_err(def, side))?
                     .into_iter()
                     .collect();
-                let missing: Vec<i64> = live
+                let mut missing: Vec<i64> = live
                     .iter()
                     .filter(|(_, id)| !present.contains(id))
                     .map(|(e, _)| *e)
                     .collect();
                 if missing.is_empty() {
                     continue;
+                }
+                // Merged records are relinked to their survivor, not deleted.
+                let gone: Vec<String> = live
+                    .iter()
+                    .filter(|(_, id)| !present.contains(id))
+                    .map(|(_, id)| id.clone())
+                    .collect();
+                let merges = obj
+                    .resolve_merged(&gone)
+                    .await
+                    .map_err(connector_err(def, side))?;
+                if !merges.is_empty() && !opts.dry_run {
+                    let handled = self.state.relink_merged(sync, side, &merges).await?;
+                    missing.retain(|e| !handled.contains(e));
+                    if missing.is_empty() {
+                        continue;
+                    }
                 }
                 if spec.deletes == DeletePolicy::Propagate
                     && missing.len() > 100
@@ -364,6 +381,21 @@ impl Engine {
                     side,
                     records: n,
                 });
+                // A survivor of a merge takes over its merged records' links
+                // before it is planned, so it is not matched or created anew.
+                let merges: Vec<(String, String)> = page
+                    .records
+                    .iter()
+                    .flat_map(|r| {
+                        objs[side_idx(side)]
+                            .merged_ids(r)
+                            .into_iter()
+                            .map(|old| (old, r.id.clone()))
+                    })
+                    .collect();
+                if !merges.is_empty() {
+                    self.state.relink_merged(sync, side, &merges).await?;
+                }
                 let mut read = [Vec::new(), Vec::new()];
                 read[side_idx(side)] = page.records;
                 let (mut p, old) = self

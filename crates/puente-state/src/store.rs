@@ -689,6 +689,70 @@ impl StateStore {
             .collect()
     }
 
+    /// Records merged into others on `side` (old id → surviving id). An
+    /// entry whose record was merged away follows the survivor when no
+    /// entry holds the survivor yet; otherwise the other side now holds two
+    /// records for one, and the merged entry is excluded with that reason
+    /// (never read as a delete). Returns the entries handled.
+    pub async fn relink_merged(
+        &self,
+        sync: &str,
+        side: Side,
+        merges: &[(String, String)],
+    ) -> Result<Vec<i64>> {
+        let col = if side == Side::A { "a_id" } else { "b_id" };
+        let now = chrono::Utc::now().to_rfc3339();
+        let mut handled = Vec::new();
+        let mut tx = self.pool.begin().await?;
+        for (old, new) in merges {
+            let find = self.sql(&format!(
+                "SELECT id FROM entries WHERE sync = $1 AND {col} = $2"
+            ));
+            let Some(old_entry) = sqlx::query(&find)
+                .bind(sync)
+                .bind(old)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                continue;
+            };
+            let old_entry: i64 = old_entry.try_get("id")?;
+            let holder = sqlx::query(&find)
+                .bind(sync)
+                .bind(new)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if holder.is_none() {
+                let q = self.sql(&format!(
+                    "UPDATE entries SET {col} = $1, updated_at = $2 WHERE id = $3"
+                ));
+                sqlx::query(&q)
+                    .bind(new)
+                    .bind(&now)
+                    .bind(old_entry)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                let q = self.sql(
+                    "UPDATE entries SET status = 'excluded', reason = 'merged', category = NULL, message = $1, hint = $2, updated_at = $3 WHERE id = $4",
+                );
+                let message = format!("{side} record {old} was merged into {new}, which is linked to another record: the other side now holds two records for one");
+                let hint =
+                    "merge the two records on the other side too (the link of the survivor stays)";
+                sqlx::query(&q)
+                    .bind(message)
+                    .bind(hint)
+                    .bind(&now)
+                    .bind(old_entry)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            handled.push(old_entry);
+        }
+        tx.commit().await?;
+        Ok(handled)
+    }
+
     /// Entries deleted on `side` and not on the other: what `restore` recreates.
     pub async fn deleted_on(&self, sync: &str, side: Side) -> Result<Vec<Entry>> {
         let sql = self.sql(&format!(

@@ -369,6 +369,56 @@ async fn hubspot_and_postgres_stay_in_sync_both_ways() {
     run_all(&p, RunOptions::default()).await;
     assert_eq!(api.primary_company(&new_cy).await, Some(acme.clone()));
 
+    // A merge in HubSpot: the linked record is merged into a newer one. The
+    // survivor takes over the link; nothing is deleted or duplicated.
+    db.exec("INSERT INTO people (email, first_name) VALUES ('dee@acme.example', 'Dee')")
+        .await;
+    run_all(&p, RunOptions::default()).await;
+    let dee = api.find("contacts", "email", "dee@acme.example").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deirdre = api
+        .create(
+            "contacts",
+            json!({"email": "dee.work@acme.example", "firstname": "Deirdre"}),
+        )
+        .await;
+    api.call(
+        reqwest::Method::POST,
+        "/crm/v3/objects/contacts/merge",
+        Some(json!({"primaryObjectId": deirdre, "objectIdToMerge": dee})),
+    )
+    .await;
+    for def in p.engine.config.syncs.clone() {
+        let r = p.engine.run(&def, &RunOptions::default()).await.unwrap();
+        assert_eq!(
+            (
+                r.a.deleted,
+                r.b.deleted,
+                r.b.created,
+                r.a.failed + r.b.failed
+            ),
+            (0, 0, 0, 0),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS x FROM people WHERE email LIKE 'dee%'")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.one("SELECT email AS x FROM people WHERE email LIKE 'dee%'")
+            .await,
+        "dee.work@acme.example"
+    );
+    assert_eq!(
+        db.one("SELECT first_name AS x FROM people WHERE email LIKE 'dee%'")
+            .await,
+        "Deirdre"
+    );
+
     // Webhooks: with search lagging an hour behind, a change still arrives,
     // because the webhook named the record.
     let connector = p.engine.connector("crm").await.unwrap();
