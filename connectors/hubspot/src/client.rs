@@ -83,6 +83,10 @@ pub struct Client {
     burst: Arc<Governor>,
     search: Arc<Governor>,
     access: Mutex<Option<(String, Instant)>>,
+    /// The daily quota left, as HubSpot last reported it (-1: unknown), and
+    /// the UTC day of that report.
+    daily_left: std::sync::atomic::AtomicI64,
+    daily_day: std::sync::atomic::AtomicI64,
 }
 
 fn policy() -> RetryPolicy {
@@ -130,6 +134,8 @@ impl Client {
             burst,
             search,
             access: Mutex::new(None),
+            daily_left: std::sync::atomic::AtomicI64::new(-1),
+            daily_day: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -223,6 +229,15 @@ impl Client {
         } else {
             &self.burst
         };
+        use std::sync::atomic::Ordering::Relaxed;
+        let today = chrono::Utc::now().timestamp().div_euclid(86_400);
+        if self.daily_left.load(Relaxed) == 0 && self.daily_day.load(Relaxed) == today {
+            // Spent: HubSpot would answer 429 DAILY; don't spend calls learning it.
+            return Err(transport(HttpError::QuotaSpent {
+                route: route.to_string(),
+                message: "X-HubSpot-RateLimit-Daily-Remaining is 0".into(),
+            }));
+        }
         let mut refreshed = false;
         loop {
             let token = self.bearer(false).await?;
@@ -247,6 +262,15 @@ impl Client {
                 .await
                 .map_err(transport)?;
             let status = resp.status.as_u16();
+            if let Some(left) = resp
+                .headers
+                .get("x-hubspot-ratelimit-daily-remaining")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+            {
+                self.daily_left.store(left, Relaxed);
+                self.daily_day.store(today, Relaxed);
+            }
             let parsed: J = if resp.body.is_empty() {
                 J::Null
             } else {

@@ -277,3 +277,28 @@ async fn oauth_tokens_are_refreshed_and_a_revoked_refresh_token_is_a_clear_error
         "the token must not appear in errors"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spent_daily_quota_stops_calls_with_a_clear_error() {
+    let sb = Running::start(SandboxOptions {
+        daily_limit: 3,
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let c = connector(&sb);
+    for _ in 0..3 {
+        c.check().await.unwrap();
+    }
+    let e = c.check().await.unwrap_err();
+    assert!(
+        e.hint.as_deref().unwrap_or("").contains("daily API quota"),
+        "{e:?}"
+    );
+    let before = sb.sandbox.stats().rate_limited;
+    for _ in 0..5 {
+        assert!(c.check().await.is_err());
+    }
+    // Once HubSpot said the quota is spent, Puente stops asking.
+    assert_eq!(sb.sandbox.stats().rate_limited, before);
+}
