@@ -39,7 +39,7 @@ impl std::fmt::Debug for Auth {
 }
 
 /// Settings of one HubSpot connection.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Settings {
     pub base_url: String,
     pub auth: Auth,
@@ -48,6 +48,22 @@ pub struct Settings {
     /// Requests per 10 s to start from (corrected by HubSpot's headers).
     pub rate_limit_per_10s: u32,
     pub search_per_sec: u32,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach a log.
+        f.debug_struct("Settings")
+            .field("base_url", &self.base_url)
+            .field("auth", &self.auth)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "***"),
+            )
+            .field("rate_limit_per_10s", &self.rate_limit_per_10s)
+            .field("search_per_sec", &self.search_per_sec)
+            .finish()
+    }
 }
 
 impl Settings {

@@ -996,4 +996,56 @@ fields = [
             &["puente.toml:6: connection shop: unknown kind \"oracle\""],
         );
     }
+
+    const TWO_HUBSPOTS: &str = r#"
+[connections.eu]
+kind = "hubspot"
+token = "pat-eu-1"
+webhook_secret = "s1"
+
+[connections.us]
+kind = "hubspot"
+base_url = "http://127.0.0.1:8089"
+client_id = "app"
+client_secret = "secret"
+refresh_token = "rt"
+rate_limit_per_10s = 190
+
+[[syncs]]
+name = "accounts"
+a = { connection = "eu", object = "companies" }
+b = { connection = "us", object = "companies", reconcile_secs = 600 }
+match = [{ a = "domain", b = "domain" }]
+fields = [{ a = "name", b = "name" }]
+"#;
+
+    #[test]
+    fn two_hubspot_accounts_in_one_config() {
+        let c = parse(TWO_HUBSPOTS, Path::new("puente.toml")).unwrap();
+        match (&c.connections["eu"], &c.connections["us"]) {
+            (ConnectionDef::HubSpot(eu), ConnectionDef::HubSpot(us)) => {
+                assert_eq!(eu.base_url, puente_hubspot::DEFAULT_BASE_URL);
+                assert_eq!(eu.webhook_secret.as_deref(), Some("s1"));
+                assert!(matches!(&eu.auth, puente_hubspot::Auth::Token(t) if t == "pat-eu-1"));
+                assert!(
+                    matches!(&us.auth, puente_hubspot::Auth::OAuth { client_id, .. } if client_id == "app")
+                );
+                assert_eq!(us.rate_limit_per_10s, 190);
+                // Secrets stay out of debug output.
+                assert!(!format!("{eu:?} {us:?}").contains("pat-eu-1"));
+                assert!(!format!("{eu:?}").contains("\"s1\""));
+                assert!(!format!("{us:?}").contains("\"rt\""));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.syncs[0].b.spec.options["reconcile_secs"], "600");
+        check_err(
+            &TWO_HUBSPOTS.replace("token = \"pat-eu-1\"\n", ""),
+            &["puente.toml:2: connection eu (hubspot) needs either token, or client_id + client_secret + refresh_token"],
+        );
+        check_err(
+            &TWO_HUBSPOTS.replace("http://127.0.0.1:8089", "127.0.0.1:8089"),
+            &["base_url must start with https://"],
+        );
+    }
 }
