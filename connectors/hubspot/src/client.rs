@@ -255,6 +255,7 @@ impl Client {
             }));
         }
         let mut refreshed = false;
+        let mut unreadable = 0;
         loop {
             let token = self.bearer(false).await?;
             let payload = body.map(|b| serde_json::to_vec(b).expect("json encodes"));
@@ -292,6 +293,11 @@ impl Client {
             } else {
                 match serde_json::from_slice(&resp.body) {
                     Ok(v) => v,
+                    // A garbled answer to a call that may be repeated: ask again.
+                    Err(_) if idempotent && unreadable < 3 => {
+                        unreadable += 1;
+                        continue;
+                    }
                     Err(e) => {
                         return Err(ConnectorError::new(
                             ErrorKind::External,

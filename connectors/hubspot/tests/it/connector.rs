@@ -184,7 +184,8 @@ async fn faults_are_retried_and_nothing_is_lost_or_doubled() {
     let sb = Running::start(SandboxOptions {
         rate_limit_per_10s: 10_000,
         search_per_sec: 1000,
-        faults: Faults::parse("429=0.2,5xx=0.2,drop=0.1,slow=0.05,slow_ms=50").unwrap(),
+        faults: Faults::parse("429=0.2,5xx=0.2,drop=0.1,malformed=0.05,slow=0.05,slow_ms=50")
+            .unwrap(),
         ..SandboxOptions::default()
     })
     .await
