@@ -737,6 +737,27 @@ impl HubSpotObject {
             self.object == "contacts" && f.get("email").is_some_and(|e| !e.is_empty())
         });
         for chunk in upserts.chunks(100) {
+            let chunk: Vec<(usize, &puente_core::Fields)> =
+                chunk.iter().map(|(i, f)| (*i, *f)).collect();
+            self.upsert(&chunk, out).await?;
+        }
+        for chunk in creates.chunks(100) {
+            let rest: Vec<(usize, &puente_core::Fields)> =
+                chunk.iter().map(|(i, f)| (*i, *f)).collect();
+            self.create_traced(&rest, out).await?;
+        }
+        Ok(())
+    }
+
+    /// Upserts contacts on email. HubSpot refuses such a batch as a whole
+    /// when one input is bad, so a refused batch is halved until the bad
+    /// input stands alone (the rest written, still idempotently).
+    fn upsert<'a>(
+        &'a self,
+        chunk: &'a [(usize, &'a puente_core::Fields)],
+        out: &'a mut [Option<WriteOutcome>],
+    ) -> futures::future::BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(async move {
             let inputs: Vec<J> = chunk
                 .iter()
                 .map(|(_, f)| {
@@ -759,12 +780,16 @@ impl HubSpotObject {
                 )
                 .await?;
             if a.status >= 400 {
-                // Upserts on email are all or nothing: create them one by
-                // one (traced) so the culprit is found and the rest written.
-                let rest: Vec<(usize, &puente_core::Fields)> =
-                    chunk.iter().map(|(i, f)| (*i, *f)).collect();
-                self.create_traced(&rest, out).await?;
-                continue;
+                if let [(i, f)] = chunk {
+                    out[*i] = Some(WriteOutcome::Failed(failure(
+                        &a.body,
+                        &describe_new(&self.object, f),
+                    )));
+                    return Ok(());
+                }
+                let (left, right) = chunk.split_at(chunk.len() / 2);
+                self.upsert(left, out).await?;
+                return self.upsert(right, out).await;
             }
             let mut by_email: HashMap<String, Record> = HashMap::new();
             for o in a
@@ -795,13 +820,8 @@ impl HubSpotObject {
                     )),
                 });
             }
-        }
-        for chunk in creates.chunks(100) {
-            let rest: Vec<(usize, &puente_core::Fields)> =
-                chunk.iter().map(|(i, f)| (*i, *f)).collect();
-            self.create_traced(&rest, out).await?;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     async fn create_traced(

@@ -158,6 +158,29 @@ async fn a_bad_record_fails_alone_with_its_field_named() {
         out[2]
     );
     assert!(matches!(&out[3], WriteOutcome::Written(_)), "{:?}", out[3]);
+    // Upserts on email are refused as a whole batch when one input is bad:
+    // the bad one fails alone, its neighbours are written.
+    let mut bad_email = contact(60);
+    bad_email.insert("email".into(), Value::text("not-an-email"));
+    let mut ops: Vec<WriteOp> = (61..70)
+        .map(|i| WriteOp::Create { fields: contact(i) })
+        .collect();
+    ops.insert(4, WriteOp::Create { fields: bad_email });
+    let out = o.write(ops).await.unwrap();
+    for (n, w) in out.iter().enumerate() {
+        match (n, w) {
+            (4, WriteOutcome::Failed(f)) => {
+                assert_eq!(f.category, FailureCategory::Validation);
+                assert!(
+                    f.message.contains("not-an-email") && f.hint.contains("e-mail"),
+                    "{f:?}"
+                );
+            }
+            (4, other) => panic!("{other:?}"),
+            (_, WriteOutcome::Written(_)) => {}
+            (_, other) => panic!("{n}: {other:?}"),
+        }
+    }
     // A new company without name or domain: HubSpot's required rule, per record.
     let co = c.open(&spec("companies", &[])).await.unwrap();
     let mut named = Fields::new();
