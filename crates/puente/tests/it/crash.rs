@@ -16,7 +16,7 @@ use rand::Rng;
 const ROWS: i64 = 2_000;
 const OVERLAP: i64 = 400;
 
-fn bin() -> &'static str {
+pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_puente")
 }
 
@@ -60,7 +60,7 @@ fields = [
 
 /// Runs `puente sync`, killing it after `kill_after` when given. Returns
 /// how long it ran and whether it finished by itself.
-fn sync(config: &Path, kill_after: Option<Duration>) -> (Duration, bool) {
+pub fn sync(config: &Path, kill_after: Option<Duration>) -> (Duration, bool) {
     let started = Instant::now();
     let mut child = Command::new(bin())
         .args(["--config", config.to_str().unwrap(), "sync", "--json"])
