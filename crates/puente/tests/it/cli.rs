@@ -183,3 +183,59 @@ async fn conflicts_are_listed_and_settled_from_the_command_line() {
         text(&o)
     );
 }
+
+/// `puente sandbox hubspot` serves HubSpot's API on the address it prints,
+/// seeded, and `puente validate` checks a config against it.
+#[test]
+fn the_hubspot_sandbox_serves_and_validate_checks_against_it() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_puente"))
+        .args([
+            "sandbox",
+            "hubspot",
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            "30",
+            "--token",
+            "pat-test-1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("puente runs");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{first}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[connections.crm]\nkind = \"hubspot\"\nbase_url = \"{url}\"\ntoken = \"pat-test-1\"\n\n[connections.out]\nkind = \"csv\"\n\n[[syncs]]\nname = \"export\"\ndirection = \"a-to-b\"\na = {{ connection = \"crm\", object = \"contacts\" }}\nb = {{ connection = \"out\", object = \"contacts.csv\", key = \"email\" }}\nmatch = [{{ a = \"email\", b = \"email\" }}]\nfields = [{{ a = \"email\", b = \"email\" }}, {{ a = \"firstname\", b = \"first\" }}, {{ a = \"nonexistent\", b = \"x\" }}]\n"
+    );
+    std::fs::write(dir.path().join("puente.toml"), &config).unwrap();
+    let o = puente(dir.path(), &["validate"]);
+    let t = text(&o);
+    assert!(
+        t.contains("nonexistent"),
+        "validate names the missing HubSpot property: {t}"
+    );
+
+    std::fs::write(
+        dir.path().join("puente.toml"),
+        config
+            .replace(", {{ a = \"nonexistent\", b = \"x\" }}", "")
+            .replace(", { a = \"nonexistent\", b = \"x\" }", ""),
+    )
+    .unwrap();
+    let o = puente(dir.path(), &["sync", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = std::fs::read_to_string(dir.path().join("contacts.csv")).unwrap();
+    assert!(
+        csv.lines().count() > 30,
+        "the seeded contacts were exported: {csv}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
