@@ -199,6 +199,12 @@ impl Sandbox {
         Ok(sb)
     }
 
+    /// Changes the faults injected from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        let seed = self.opts.seed.unwrap_or(7);
+        *self.faults.lock().expect("faults") = faults::Dice::new(faults, seed);
+    }
+
     /// Changes how long writes take to reach search results.
     pub fn set_search_lag(&self, lag: Duration) {
         let store = self.store.lock().expect("store");

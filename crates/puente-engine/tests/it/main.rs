@@ -4,6 +4,7 @@
 mod bad_input;
 mod conflicts;
 mod examples;
+mod faults;
 mod fixtures;
 mod hubspot;
 mod two_way;
