@@ -462,3 +462,145 @@ async fn hubspot_and_postgres_stay_in_sync_both_ways() {
         "Hooked"
     );
 }
+
+/// Hostile values on their way into HubSpot: each bad one fails its own
+/// record with the field named; awkward but valid ones arrive unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_into_hubspot_fails_alone_and_awkward_values_arrive_intact() {
+    let sb = Running::start(SandboxOptions::default()).await.unwrap();
+    let api = Api {
+        url: sb.url.clone(),
+        token: sb.token().to_string(),
+        http: reqwest::Client::new(),
+    };
+    let pg = Db::pg().await;
+    let long = "x".repeat(70_000);
+    pg.exec(&format!(
+        "CREATE TABLE src (id SERIAL PRIMARY KEY, email TEXT, first TEXT, stage TEXT, born DATE, staff NUMERIC(40,10), updated_at TIMESTAMPTZ NOT NULL DEFAULT now());
+         INSERT INTO src (email, first, stage, born, staff) VALUES
+           ('emoji@example.com', '🚀 Zoë 👩🏽‍💻', 'lead', '1899-12-31', 12345678901234567.25),
+           ('rtl@example.com', 'مريم כהן', 'customer', '2101-06-30', 3),
+           ('king@example.com', 'Kim', 'royalty', NULL, NULL),
+           ('not-an-email', 'Nobody', 'lead', NULL, NULL),
+           ('long@example.com', '{long}', 'lead', NULL, NULL),
+           ('ctl@example.com', 'A' || chr(1) || 'B', 'lead', NULL, NULL),
+           ('Twin@example.com', 'One', 'lead', NULL, NULL),
+           ('twin@example.com', 'Two', 'lead', NULL, NULL),
+           ('fine@example.com', 'Fine', 'lead', NULL, NULL)"
+    ))
+    .await;
+    let text = format!(
+        r#"
+[state]
+url = "sqlite://state.db"
+[connections.db]
+kind = "postgres"
+url = "{}"
+[connections.crm]
+kind = "hubspot"
+base_url = "{}"
+token = "{}"
+[[syncs]]
+name = "contacts"
+direction = "a-to-b"
+a = {{ connection = "db", object = "src", cursor = "updated_at" }}
+b = {{ connection = "crm", object = "contacts" }}
+match = [{{ a = "email", b = "email" }}]
+fields = [
+  {{ a = "email", b = "email" }},
+  {{ a = "first", b = "firstname" }},
+  {{ a = "stage", b = "lifecyclestage" }},
+  {{ a = "born", b = "date_of_birth" }},
+  {{ a = "staff", b = "num_employees" }},
+]
+"#,
+        pg.url(),
+        sb.url,
+        sb.token()
+    );
+    let p = Pair::with_config(pg, Db::sqlite(), &text).await;
+    let r = p.run().await;
+    assert_eq!(r.b.created, 4, "{r:?}");
+    // A control character is a value like any other (PostgreSQL cannot hold NUL).
+    assert_eq!(
+        api.find("contacts", "email", "ctl@example.com").await[0]["properties"]["firstname"],
+        "A\u{1}B"
+    );
+    let emoji = &api.find("contacts", "email", "emoji@example.com").await[0]["properties"];
+    assert_eq!(emoji["firstname"], "🚀 Zoë 👩🏽‍💻");
+    let full = api
+        .call(
+            reqwest::Method::GET,
+            &format!(
+                "/crm/v3/objects/contacts/{}?properties=date_of_birth,num_employees",
+                emoji["hs_object_id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(full["properties"]["date_of_birth"], "1899-12-31");
+    assert_eq!(
+        full["properties"]["num_employees"], "12345678901234567.25",
+        "no digit lost to floating point"
+    );
+    assert_eq!(
+        api.find("contacts", "email", "rtl@example.com").await[0]["properties"]["firstname"],
+        "مريم כהן"
+    );
+
+    let failed = p
+        .engine
+        .state
+        .records(&puente_state::RecordFilter {
+            sync: Some("contacts".into()),
+            status: Some("failed".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let excluded = p
+        .engine
+        .state
+        .records(&puente_state::RecordFilter {
+            sync: Some("contacts".into()),
+            status: Some("excluded".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let all: Vec<String> = failed
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {:?} {:?}",
+                f.category.clone().unwrap_or_default(),
+                f.reason,
+                f.hint
+            )
+        })
+        .collect();
+    assert_eq!(failed.len(), 3, "{all:#?}");
+    for (needle, field) in [
+        ("royalty", "lifecyclestage"),
+        ("not-an-email", "email"),
+        ("70000", "firstname"),
+    ] {
+        assert!(
+            all.iter()
+                .any(|f| f.contains(field) && f.to_lowercase().contains(needle)),
+            "no failure names {field} with {needle}: {all:#?}"
+        );
+    }
+    assert!(failed
+        .iter()
+        .all(|f| f.category.is_some() && f.hint.is_some()));
+    assert_eq!(
+        excluded.len(),
+        2,
+        "the two twins share a key: both excluded, {excluded:#?}"
+    );
+    assert!(api
+        .find("contacts", "email", "twin@example.com")
+        .await
+        .is_empty());
+}
