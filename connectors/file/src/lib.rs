@@ -115,7 +115,8 @@ struct CsvFile {
     schema: ObjectSchema,
 }
 
-type Rows = Vec<BTreeMap<String, String>>;
+/// Rows of a file: header → value.
+pub type Rows = Vec<BTreeMap<String, String>>;
 
 impl CsvFile {
     fn name(&self) -> String {
@@ -151,7 +152,18 @@ fn load_file(
     }
     let bytes = std::fs::read(path)
         .map_err(|e| ConnectorError::new(ErrorKind::External, format!("{name}: {e}")))?;
-    if let Some(line) = open_quote_line(&bytes) {
+    parse(&bytes, delimiter, name)
+}
+
+/// Parses a CSV file's bytes: its header and rows (header → value). Broken
+/// quotes, ragged rows and bytes that are not UTF-8 are errors naming the
+/// line. (Public for the fuzz targets.)
+pub fn parse(
+    bytes: &[u8],
+    delimiter: u8,
+    name: &str,
+) -> Result<(Vec<String>, Rows), ConnectorError> {
+    if let Some(line) = open_quote_line(bytes) {
         return Err(ConnectorError::config(format!(
             "{name}: the quote opened on line {line} is never closed, so every line after it would be read as one value"
         ))
@@ -160,8 +172,7 @@ fn load_file(
     let mut rdr = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(false)
-        .from_path(path)
-        .map_err(|e| ConnectorError::new(ErrorKind::Config, format!("{name}: {e}")))?;
+        .from_reader(bytes);
     let headers: Vec<String> = rdr
         .headers()
         .map_err(|e| csv_error(name, e))?

@@ -6,6 +6,7 @@ mod conflicts;
 mod examples;
 mod faults;
 mod fixtures;
+mod fuzz_corpus;
 mod hubspot;
 mod two_way;
 mod validate;
