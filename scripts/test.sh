@@ -7,4 +7,7 @@ scripts/services.sh
 scripts/clients.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# Licenses, bans and sources of every dependency (deny.toml says why not advisories).
+command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
+cargo deny --log-level error check licenses bans sources
 cargo test --workspace
