@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use puente_core::{ConnectorError, ErrorKind, Failure, FailureCategory};
 use puente_http::governor::ReportedBy;
-use puente_http::{Call, Governor, HttpClient, HttpError, Limit, RetryPolicy, Throttle};
+use puente_http::{Call, Governor, HttpClient, HttpError, Limit, Quota, RetryPolicy, Throttle};
 use reqwest::Method;
 use serde_json::Value as J;
 use tokio::sync::Mutex;
@@ -98,11 +98,9 @@ pub struct Client {
     http: HttpClient,
     burst: Arc<Governor>,
     search: Arc<Governor>,
+    /// The account's daily quota (reported on private-app calls).
+    daily: Arc<Quota>,
     access: Mutex<Option<(String, Instant)>>,
-    /// The daily quota left, as HubSpot last reported it (-1: unknown), and
-    /// the UTC day of that report.
-    daily_left: std::sync::atomic::AtomicI64,
-    daily_day: std::sync::atomic::AtomicI64,
 }
 
 fn policy() -> RetryPolicy {
@@ -144,14 +142,18 @@ impl Client {
             Limit::per(settings.search_per_sec, Duration::from_secs(1)),
             None,
         );
+        let daily = Quota::shared(
+            &settings.base_url,
+            &key,
+            Some("x-hubspot-ratelimit-daily-remaining"),
+        );
         Client {
             settings,
             http: HttpClient::new(policy()),
             burst,
             search,
+            daily,
             access: Mutex::new(None),
-            daily_left: std::sync::atomic::AtomicI64::new(-1),
-            daily_day: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -194,6 +196,7 @@ impl Client {
                 url: format!("{}/oauth/v1/token", self.settings.base_url),
                 route: "/oauth/v1/token",
                 lane: &self.burst,
+                quota: Some(&self.daily),
                 idempotent: true,
                 build: &build,
             })
@@ -245,15 +248,6 @@ impl Client {
         } else {
             &self.burst
         };
-        use std::sync::atomic::Ordering::Relaxed;
-        let today = chrono::Utc::now().timestamp().div_euclid(86_400);
-        if self.daily_left.load(Relaxed) == 0 && self.daily_day.load(Relaxed) == today {
-            // Spent: HubSpot would answer 429 DAILY; don't spend calls learning it.
-            return Err(transport(HttpError::QuotaSpent {
-                route: route.to_string(),
-                message: "X-HubSpot-RateLimit-Daily-Remaining is 0".into(),
-            }));
-        }
         let mut refreshed = false;
         let mut unreadable = 0;
         loop {
@@ -273,21 +267,13 @@ impl Client {
                     url: format!("{}{path}", self.settings.base_url),
                     route,
                     lane,
+                    quota: Some(&self.daily),
                     idempotent,
                     build: &build,
                 })
                 .await
                 .map_err(transport)?;
             let status = resp.status.as_u16();
-            if let Some(left) = resp
-                .headers
-                .get("x-hubspot-ratelimit-daily-remaining")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<i64>().ok())
-            {
-                self.daily_left.store(left, Relaxed);
-                self.daily_day.store(today, Relaxed);
-            }
             let parsed: J = if resp.body.is_empty() {
                 J::Null
             } else {
@@ -347,6 +333,21 @@ fn transport(e: HttpError) -> ConnectorError {
         _ => ConnectorError::new(ErrorKind::Unreachable, e.to_string())
             .with_hint("check base_url and the network; retried on the next run"),
     }
+}
+
+/// The entries of a list in an answer (`results`, `errors`, `to`); none
+/// when it is absent.
+pub(crate) fn entries<'a>(v: &'a J, key: &str) -> impl Iterator<Item = &'a J> {
+    v.get(key).and_then(J::as_array).into_iter().flatten()
+}
+
+/// The strings of a list at a JSON pointer (`/context/ids`).
+pub(crate) fn strings<'a>(v: &'a J, pointer: &str) -> impl Iterator<Item = &'a str> {
+    v.pointer(pointer)
+        .and_then(J::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(J::as_str)
 }
 
 pub fn message(v: &J) -> String {

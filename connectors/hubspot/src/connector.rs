@@ -17,7 +17,8 @@ use puente_core::{
 use reqwest::Method;
 use serde_json::{json, Value as J};
 
-use crate::client::{failure, message, Answer, Client, Settings};
+use crate::client::{entries, failure, message, strings, Answer, Client, Settings};
+use crate::urlencode;
 use crate::webhook::{self, WebhookError};
 
 /// The reference field that stands for a record's primary company (HubSpot's
@@ -56,15 +57,6 @@ impl HubSpotConnector {
     /// Requests sent, 429s met and retries made so far.
     pub fn stats(&self) -> puente_http::StatsSnapshot {
         self.client.stats()
-    }
-
-    /// Ids waiting to be read because a webhook named them.
-    pub fn pending(&self, object: &str) -> usize {
-        self.inbox
-            .lock()
-            .expect("inbox")
-            .get(object)
-            .map_or(0, BTreeSet::len)
     }
 }
 
@@ -211,12 +203,7 @@ fn schema_of(object: &str, body: &J) -> ObjectSchema {
         _ => &[],
     };
     let mut fields = Vec::new();
-    for p in body
-        .get("results")
-        .and_then(J::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for p in entries(body, "results") {
         let Some(name) = p.get("name").and_then(J::as_str) else {
             continue;
         };
@@ -399,10 +386,7 @@ impl HubSpotObject {
     }
 
     fn records(&self, body: &J) -> Vec<Record> {
-        body.get("results")
-            .and_then(J::as_array)
-            .into_iter()
-            .flatten()
+        entries(body, "results")
             .filter_map(|o| self.record(o))
             .collect()
     }
@@ -442,18 +426,13 @@ impl HubSpotObject {
                 .await?;
             let body = self.ok(a, "reading the companies of")?;
             let mut by_id: HashMap<String, String> = HashMap::new();
-            for res in body
-                .get("results")
-                .and_then(J::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for res in entries(&body, "results") {
                 let from = res
                     .pointer("/from/id")
                     .and_then(J::as_str)
                     .unwrap_or_default()
                     .to_string();
-                for to in res.get("to").and_then(J::as_array).into_iter().flatten() {
+                for to in entries(res, "to") {
                     let is_primary = to
                         .get("associationTypes")
                         .and_then(J::as_array)
@@ -486,20 +465,19 @@ impl HubSpotObject {
         Ok(())
     }
 
-    async fn list_page(
+    /// One page of the object's list: the answer and the next `after`.
+    async fn list(
         &self,
         after: Option<&str>,
-        props: &[String],
-    ) -> Result<(Vec<Record>, Option<String>), ConnectorError> {
-        let mut q = vec![
-            ("limit", "100".to_string()),
-            ("properties", props.join(",")),
-        ];
-        if self.company_type.is_some() {
-            q.push(("associations", "companies".into()));
+        properties: &str,
+        associations: bool,
+    ) -> Result<(J, Option<String>), ConnectorError> {
+        let mut q = vec![("limit", "100"), ("properties", properties)];
+        if associations {
+            q.push(("associations", "companies"));
         }
         if let Some(a) = after {
-            q.push(("after", a.to_string()));
+            q.push(("after", a));
         }
         let qs = serde_urlencoded::to_string(&q).expect("query encodes");
         let a = self
@@ -517,41 +495,7 @@ impl HubSpotObject {
             .pointer("/paging/next/after")
             .and_then(J::as_str)
             .map(str::to_string);
-        Ok((self.records(&body), next))
-    }
-
-    async fn search_page(
-        &self,
-        filters: Vec<J>,
-        sort: &str,
-        after: usize,
-    ) -> Result<(Vec<Record>, usize, Option<usize>), ConnectorError> {
-        let body = json!({
-            "filterGroups": [{"filters": filters}],
-            "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
-            "properties": self.properties,
-            "limit": 200,
-            "after": after.to_string(),
-        });
-        let a = self
-            .client
-            .call(
-                Method::POST,
-                &self.path("/search"),
-                "/crm/v3/objects/{type}/search",
-                Some(&body),
-                true,
-            )
-            .await?;
-        let body = self.ok(a, "searching")?;
-        let total = body.get("total").and_then(J::as_u64).unwrap_or(0) as usize;
-        let next = body
-            .pointer("/paging/next/after")
-            .and_then(J::as_str)
-            .and_then(|s| s.parse().ok());
-        let mut records = self.records(&body);
-        self.fill_companies(&mut records).await?;
-        Ok((records, total, next))
+        Ok((body, next))
     }
 
     /// Ids (and last-modified times) of a search page.
@@ -583,11 +527,7 @@ impl HubSpotObject {
             .pointer("/paging/next/after")
             .and_then(J::as_str)
             .and_then(|s| s.parse().ok());
-        let found = body
-            .get("results")
-            .and_then(J::as_array)
-            .into_iter()
-            .flatten()
+        let found = entries(&body, "results")
             .filter_map(|o| {
                 let id = o.get("id")?.as_str()?.to_string();
                 let m = o
@@ -604,9 +544,6 @@ impl HubSpotObject {
     /// so its copies may be stale, and a stale copy must never read as a
     /// change (it would undo the newer value).
     async fn fresh(&self, found: &[(String, i64)]) -> Result<Vec<Record>, ConnectorError> {
-        if found.is_empty() {
-            return Ok(vec![]);
-        }
         let ids: Vec<String> = found.iter().map(|(id, _)| id.clone()).collect();
         self.read_by_ids(&ids).await
     }
@@ -648,20 +585,8 @@ impl HubSpotObject {
                 )
                 .await?;
             if a.status == 207 || a.status >= 400 {
-                for e in a
-                    .body
-                    .get("errors")
-                    .and_then(J::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let ids: Vec<&str> = e
-                        .pointer("/context/fromObjectId")
-                        .and_then(J::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(J::as_str)
-                        .collect();
+                for e in entries(&a.body, "errors") {
+                    let ids: Vec<&str> = strings(e, "/context/fromObjectId").collect();
                     for (i, id, v) in chunk.iter().copied() {
                         if ids.contains(&id.as_str()) {
                             let f = failure(
@@ -733,18 +658,14 @@ impl HubSpotObject {
         items: &[(usize, &puente_core::Fields)],
         out: &mut [Option<WriteOutcome>],
     ) -> Result<(), ConnectorError> {
-        let (upserts, creates): (Vec<_>, Vec<_>) = items.iter().partition(|(_, f)| {
+        let (upserts, creates): (Vec<_>, Vec<_>) = items.iter().copied().partition(|(_, f)| {
             self.object == "contacts" && f.get("email").is_some_and(|e| !e.is_empty())
         });
         for chunk in upserts.chunks(100) {
-            let chunk: Vec<(usize, &puente_core::Fields)> =
-                chunk.iter().map(|(i, f)| (*i, *f)).collect();
-            self.upsert(&chunk, out).await?;
+            self.upsert(chunk, out).await?;
         }
         for chunk in creates.chunks(100) {
-            let rest: Vec<(usize, &puente_core::Fields)> =
-                chunk.iter().map(|(i, f)| (*i, *f)).collect();
-            self.create_traced(&rest, out).await?;
+            self.create_traced(chunk, out).await?;
         }
         Ok(())
     }
@@ -792,13 +713,7 @@ impl HubSpotObject {
                 return self.upsert(right, out).await;
             }
             let mut by_email: HashMap<String, Record> = HashMap::new();
-            for o in a
-                .body
-                .get("results")
-                .and_then(J::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for o in entries(&a.body, "results") {
                 if let Some(r) = self.record(o) {
                     if let Some(e) = r.get("email").to_text() {
                         by_email.insert(e.to_lowercase(), r);
@@ -873,20 +788,8 @@ impl HubSpotObject {
             }
         }
         let mut errors: HashMap<String, Failure> = HashMap::new();
-        for e in a
-            .body
-            .get("errors")
-            .and_then(J::as_array)
-            .into_iter()
-            .flatten()
-        {
-            for t in e
-                .pointer("/context/objectWriteTraceId")
-                .and_then(J::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(J::as_str)
-            {
+        for e in entries(&a.body, "errors") {
+            for t in strings(e, "/context/objectWriteTraceId") {
                 let i: usize = t.trim_start_matches("op").parse().unwrap_or(usize::MAX);
                 let who = items
                     .iter()
@@ -916,16 +819,18 @@ impl HubSpotObject {
         out: &mut [Option<WriteOutcome>],
     ) -> Result<(), ConnectorError> {
         for chunk in items.chunks(100) {
-            let with_props: Vec<&(usize, &str, &puente_core::Fields)> = chunk
+            // Each record's properties; those whose only change is their
+            // company have none.
+            let (with_props, only_links): (Vec<_>, Vec<_>) = chunk
                 .iter()
-                .filter(|(_, _, f)| !self.body_of(f).is_empty())
-                .collect();
+                .map(|(_, id, f)| (*id, self.body_of(f)))
+                .partition(|(_, props)| !props.is_empty());
             let mut by_id: HashMap<String, Record> = HashMap::new();
             let mut errors: HashMap<String, Failure> = HashMap::new();
             if !with_props.is_empty() {
                 let inputs: Vec<J> = with_props
                     .iter()
-                    .map(|(_, id, f)| json!({"id": id, "properties": self.body_of(f)}))
+                    .map(|(id, props)| json!({"id": id, "properties": props}))
                     .collect();
                 let a = self
                     .client
@@ -938,38 +843,20 @@ impl HubSpotObject {
                     )
                     .await?;
                 if a.status >= 400 && a.status != 207 {
-                    for (_, id, _) in &with_props {
+                    for (id, _) in &with_props {
                         errors.insert(
                             id.to_string(),
                             failure(&a.body, &format!("{} {id}", self.object)),
                         );
                     }
                 } else {
-                    for o in a
-                        .body
-                        .get("results")
-                        .and_then(J::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
+                    for o in entries(&a.body, "results") {
                         if let Some(r) = self.record(o) {
                             by_id.insert(r.id.clone(), r);
                         }
                     }
-                    for e in a
-                        .body
-                        .get("errors")
-                        .and_then(J::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
-                        for id in e
-                            .pointer("/context/ids")
-                            .and_then(J::as_array)
-                            .into_iter()
-                            .flatten()
-                            .filter_map(J::as_str)
-                        {
+                    for e in entries(&a.body, "errors") {
+                        for id in strings(e, "/context/ids") {
                             errors.insert(
                                 id.to_string(),
                                 failure(e, &format!("{} {id}", self.object)),
@@ -979,10 +866,9 @@ impl HubSpotObject {
                 }
             }
             // Records whose only change is their company: read them back.
-            let only_links: Vec<String> = chunk
-                .iter()
-                .filter(|(_, _, f)| self.body_of(f).is_empty())
-                .map(|(_, id, _)| id.to_string())
+            let only_links: Vec<String> = only_links
+                .into_iter()
+                .map(|(id, _)| id.to_string())
                 .collect();
             if !only_links.is_empty() {
                 for r in self.read_by_ids(&only_links).await? {
@@ -1078,7 +964,14 @@ impl Object for HubSpotObject {
                     started,
                     mut max,
                 } => {
-                    let (rs, next) = self.list_page(after.as_deref(), &self.properties).await?;
+                    let (body, next) = self
+                        .list(
+                            after.as_deref(),
+                            &self.properties.join(","),
+                            self.company_type.is_some(),
+                        )
+                        .await?;
+                    let rs = self.records(&body);
                     for r in &rs {
                         max = max.max(self.lastmod_ms(r));
                     }
@@ -1253,36 +1146,12 @@ impl Object for HubSpotObject {
         let mut ids = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let mut q = vec![
-                ("limit", "100".to_string()),
-                ("properties", "hs_object_id".to_string()),
-            ];
-            if let Some(a) = &after {
-                q.push(("after", a.clone()));
-            }
-            let qs = serde_urlencoded::to_string(&q).expect("query encodes");
-            let a = self
-                .client
-                .call(
-                    Method::GET,
-                    &self.path(&format!("?{qs}")),
-                    "/crm/v3/objects/{type}",
-                    None,
-                    true,
-                )
-                .await?;
-            let body = self.ok(a, "listing the ids of")?;
+            let (body, next) = self.list(after.as_deref(), "hs_object_id", false).await?;
             ids.extend(
-                body.get("results")
-                    .and_then(J::as_array)
-                    .into_iter()
-                    .flatten()
+                entries(&body, "results")
                     .filter_map(|o| o.get("id").and_then(J::as_str).map(str::to_string)),
             );
-            after = body
-                .pointer("/paging/next/after")
-                .and_then(J::as_str)
-                .map(str::to_string);
+            after = next;
             if after.is_none() {
                 return Ok(ids);
             }
@@ -1343,7 +1212,8 @@ impl Object for HubSpotObject {
                 None => json!({"propertyName": k, "operator": "NOT_HAS_PROPERTY"}),
             })
             .collect();
-        let (mut rs, _, _) = self.search_page(filters, "hs_object_id", 0).await?;
+        let (found, _) = self.search_ids(filters, "hs_object_id", 0).await?;
+        let mut rs = self.fresh(&found).await?;
         // Search lags writes: an e-mail lookup also goes by the unique index.
         if rs.is_empty() && self.object == "contacts" {
             if let Some((_, v)) = conditions.iter().find(|(k, _)| k == "email") {
@@ -1449,8 +1319,4 @@ impl Object for HubSpotObject {
             })
             .collect())
     }
-}
-
-fn urlencode(s: &str) -> String {
-    serde_urlencoded::to_string([("", s)]).unwrap_or_default()[1..].to_string()
 }

@@ -8,3 +8,8 @@ pub mod webhook;
 
 pub use client::{Auth, Settings, DEFAULT_BASE_URL};
 pub use connector::{HubSpotConnector, COMPANY_FIELD};
+
+/// One value percent-encoded for a URL's path or query.
+pub(crate) fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)]).unwrap_or_default()[1..].to_string()
+}

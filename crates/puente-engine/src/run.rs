@@ -254,20 +254,16 @@ impl Engine {
                     .map_err(connector_err(def, side))?
                     .into_iter()
                     .collect();
-                let mut missing: Vec<i64> = live
+                // Entries whose record is gone, and the ids they had.
+                let (mut missing, gone): (Vec<i64>, Vec<String>) = live
                     .iter()
                     .filter(|(_, id)| !present.contains(id))
-                    .map(|(e, _)| *e)
-                    .collect();
+                    .map(|(e, id)| (*e, id.clone()))
+                    .unzip();
                 if missing.is_empty() {
                     continue;
                 }
                 // Merged records are relinked to their survivor, not deleted.
-                let gone: Vec<String> = live
-                    .iter()
-                    .filter(|(_, id)| !present.contains(id))
-                    .map(|(_, id)| id.clone())
-                    .collect();
                 let merges = obj
                     .resolve_merged(&gone)
                     .await

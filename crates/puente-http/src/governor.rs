@@ -51,11 +51,34 @@ pub struct Governor {
     margin: Duration,
 }
 
-type Registry = Mutex<HashMap<String, Weak<Governor>>>;
+pub(crate) type Registry<T> = Mutex<HashMap<String, Weak<T>>>;
 
-fn registry() -> &'static Registry {
-    static R: OnceLock<Registry> = OnceLock::new();
-    R.get_or_init(Default::default)
+/// The one `T` of a lane and credential in this process: made on first
+/// use, dropped with its last user. `secret` is hashed; it is never kept.
+pub(crate) fn shared<T>(
+    registry: &'static OnceLock<Registry<T>>,
+    lane: &str,
+    base_url: &str,
+    secret: &str,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    let mut h = Sha256::new();
+    for part in [lane, base_url, secret] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let key = format!("{:x}", h.finalize());
+    let mut reg = registry
+        .get_or_init(Default::default)
+        .lock()
+        .expect("registry");
+    reg.retain(|_, w| w.strong_count() > 0);
+    if let Some(t) = reg.get(&key).and_then(Weak::upgrade) {
+        return t;
+    }
+    let t = Arc::new(make());
+    reg.insert(key, Arc::downgrade(&t));
+    t
 }
 
 impl Governor {
@@ -72,7 +95,7 @@ impl Governor {
     }
 
     /// The governor shared by every client of the same lane and credential
-    /// in this process. `secret` is hashed; it is never kept.
+    /// in this process.
     pub fn shared(
         lane: &str,
         base_url: &str,
@@ -80,21 +103,8 @@ impl Governor {
         limit: Limit,
         headers: Option<ReportedBy>,
     ) -> Arc<Governor> {
-        let mut h = Sha256::new();
-        h.update(lane.as_bytes());
-        h.update([0]);
-        h.update(base_url.as_bytes());
-        h.update([0]);
-        h.update(secret.as_bytes());
-        let key = format!("{:x}", h.finalize());
-        let mut reg = registry().lock().expect("governor registry");
-        reg.retain(|_, w| w.strong_count() > 0);
-        if let Some(g) = reg.get(&key).and_then(Weak::upgrade) {
-            return g;
-        }
-        let g = Arc::new(Governor::new(limit, headers));
-        reg.insert(key, Arc::downgrade(&g));
-        g
+        static R: OnceLock<Registry<Governor>> = OnceLock::new();
+        shared(&R, lane, base_url, secret, || Governor::new(limit, headers))
     }
 
     pub fn limit(&self) -> Limit {

@@ -7,6 +7,7 @@
 //! or none at all for a daily quota) through [`RetryPolicy`].
 
 pub mod governor;
+mod quota;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
 
 pub use governor::{Governor, Limit, ReportedBy};
+pub use quota::Quota;
 
 /// What went wrong with one request, after retries.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +123,8 @@ pub struct Call<'a> {
     pub route: &'a str,
     /// Which governor lane pays for it.
     pub lane: &'a Governor,
+    /// The daily quota it counts against, if the API has one.
+    pub quota: Option<&'a Quota>,
     /// Whether sending it twice is harmless: a transport error or an
     /// unreadable answer is retried only then.
     pub idempotent: bool,
@@ -156,6 +160,12 @@ impl HttpClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            if call.quota.is_some_and(Quota::spent) {
+                return Err(HttpError::QuotaSpent {
+                    route: call.route.to_string(),
+                    message: "the server said so earlier today".into(),
+                });
+            }
             call.lane.acquire().await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let req = (call.build)(
@@ -169,6 +179,9 @@ impl HttpClient {
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     call.lane.observe(&headers);
+                    if let Some(q) = call.quota {
+                        q.observe(&headers);
+                    }
                     match resp.bytes().await {
                         Ok(body) => Ok((status, headers, body)),
                         Err(e) => Err(e.to_string()),
@@ -196,10 +209,13 @@ impl HttpClient {
                 self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
                 match (p.on_429)(&body) {
                     Throttle::Quota => {
+                        if let Some(q) = call.quota {
+                            q.mark_spent();
+                        }
                         return Err(HttpError::QuotaSpent {
                             route: call.route.to_string(),
                             message: String::from_utf8_lossy(&body).chars().take(200).collect(),
-                        })
+                        });
                     }
                     Throttle::Wait(d) if !last => {
                         let wait = retry_after.unwrap_or(d);

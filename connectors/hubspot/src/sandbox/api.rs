@@ -47,7 +47,7 @@ impl Q {
     }
 }
 
-fn parse_body(body: &str) -> Result<J, ApiErr> {
+pub(super) fn parse_body(body: &str) -> Result<J, ApiErr> {
     serde_json::from_str(body).map_err(|e| {
         ApiErr::new(
             400,
@@ -61,7 +61,7 @@ fn parse_body(body: &str) -> Result<J, ApiErr> {
     })
 }
 
-fn result(r: Result<Response, ApiErr>) -> Response {
+pub(super) fn result(r: Result<Response, ApiErr>) -> Response {
     r.unwrap_or_else(|e| error_reply(&e))
 }
 

@@ -147,7 +147,7 @@ async fn authorize(State(sb): State<Arc<Sandbox>>, RawQuery(q): RawQuery) -> Res
     );
     if let Some(s) = q.get("state") {
         to.push_str("&state=");
-        to.push_str(&serde_urlencoded::to_string([("", s)]).unwrap_or_default()[1..]);
+        to.push_str(&crate::urlencode(s));
     }
     let mut r = empty(302);
     if let Ok(v) = to.parse() {

@@ -263,13 +263,7 @@ impl Sandbox {
                 let mut idx = self.index.lock().expect("index");
                 let at = store::now_ms() + self.lag();
                 for c in &changes {
-                    let ty = s
-                        .types
-                        .values()
-                        .find(|t| t.singular == c.singular)
-                        .map(|t| t.name.clone())
-                        .unwrap_or_default();
-                    idx.pending.push_back((at, ty, c.object_id));
+                    idx.pending.push_back((at, c.ty.clone(), c.object_id));
                 }
             }
             drop(s);

@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value as J};
 
-use super::store::{now_ms, Store};
+use super::store::{self, now_ms, Store};
 
 const FIRST: &[&str] = &[
     "Ana",
@@ -107,14 +107,8 @@ const STAGES: &[&str] = &[
     "closedwon",
     "closedlost",
 ];
-const LIFECYCLE: &[&str] = &[
-    "subscriber",
-    "lead",
-    "marketingqualifiedlead",
-    "salesqualifiedlead",
-    "opportunity",
-    "customer",
-];
+/// Lifecycle stages a seeded contact may be in (not evangelist or other).
+const LIFECYCLE: &[&str] = store::LIFECYCLE.split_at(6).0;
 
 fn props(pairs: &[(&str, String)]) -> Map<String, J> {
     pairs

@@ -263,6 +263,9 @@ fn detail_json((code, msg, prop): &(String, String, Option<String>)) -> J {
 /// An event for webhook subscribers.
 #[derive(Clone, Debug)]
 pub struct Change {
+    /// The object type's name (`contacts`) and its singular (`contact`),
+    /// which names webhook events.
+    pub ty: String,
     pub singular: String,
     pub kind: ChangeKind,
     pub object_id: u64,
@@ -370,7 +373,7 @@ mod assoc_serde {
     }
 }
 
-const LIFECYCLE: &[&str] = &[
+pub(super) const LIFECYCLE: &[&str] = &[
     "subscriber",
     "lead",
     "marketingqualifiedlead",
@@ -731,6 +734,18 @@ fn builtin_props(name: &str) -> Vec<PropDef> {
 }
 
 impl Store {
+    /// Records a change for search and webhook subscribers.
+    fn note(&mut self, ty: &str, object_id: u64, kind: ChangeKind, at: Ms) {
+        let singular = self.types[ty].singular.clone();
+        self.changes.push(Change {
+            ty: ty.to_string(),
+            singular,
+            kind,
+            object_id,
+            at,
+        });
+    }
+
     fn is_unique(&self, ty: &str, prop: &str) -> bool {
         self.types[ty].prop(prop).is_some_and(|p| p.unique)
             || (ty == "companies" && prop == "domain" && self.unique_company_domain)
@@ -1062,14 +1077,8 @@ impl Store {
         };
         stamp(t, &mut rec, true);
         t.records.insert(id, rec);
-        let singular = t.singular.clone();
         self.index_put(ty, id);
-        self.changes.push(Change {
-            singular,
-            kind: ChangeKind::Creation,
-            object_id: id,
-            at: now,
-        });
+        self.note(ty, id, ChangeKind::Creation, now);
         Ok(id)
     }
 
@@ -1087,7 +1096,6 @@ impl Store {
         let props = self.check_props(ty, input, Some(id))?;
         self.index_drop(ty, id);
         let t = self.types.get_mut(ty).expect("type checked");
-        let singular = t.singular.clone();
         let rec = t.records.get_mut(&id).expect("live");
         let mut changed = Vec::new();
         for (k, v) in props {
@@ -1108,12 +1116,7 @@ impl Store {
             t.records.insert(id, r);
             self.index_put(ty, id);
             for (k, v) in changed {
-                self.changes.push(Change {
-                    singular: singular.clone(),
-                    kind: ChangeKind::Property(k, v),
-                    object_id: id,
-                    at: now,
-                });
+                self.note(ty, id, ChangeKind::Property(k, v), now);
             }
         }
         self.index_put(ty, id);
@@ -1124,17 +1127,11 @@ impl Store {
         let id = self.resolve(ty, id);
         self.index_drop(ty, id);
         let t = self.types.get_mut(ty).expect("type checked");
-        let singular = t.singular.clone();
         match t.records.get_mut(&id) {
             Some(r) if r.archived_at.is_none() => {
                 r.archived_at = Some(now);
                 r.updated = now.max(r.updated + 1);
-                self.changes.push(Change {
-                    singular,
-                    kind: ChangeKind::Deletion,
-                    object_id: id,
-                    at: now,
-                });
+                self.note(ty, id, ChangeKind::Deletion, now);
                 true
             }
             _ => false,
@@ -1162,7 +1159,6 @@ impl Store {
         self.index_drop(ty, primary);
         self.index_drop(ty, loser);
         let t = self.types.get_mut(ty).expect("type checked");
-        let singular = t.singular.clone();
         let mut merged = p.clone();
         for (k, v) in &l.props {
             if k == "email" && merged.props.get("email").is_some_and(|e| e != v) {
@@ -1223,21 +1219,16 @@ impl Store {
                 }
             }
         }
-        self.changes.push(Change {
-            singular: singular.clone(),
-            kind: ChangeKind::Merge {
+        self.note(
+            ty,
+            primary,
+            ChangeKind::Merge {
                 primary,
                 merged: vec![loser],
             },
-            object_id: primary,
-            at: now,
-        });
-        self.changes.push(Change {
-            singular,
-            kind: ChangeKind::Deletion,
-            object_id: loser,
-            at: now,
-        });
+            now,
+        );
+        self.note(ty, loser, ChangeKind::Deletion, now);
         Ok(primary)
     }
 
@@ -1301,17 +1292,16 @@ impl Store {
                 .insert((cat, reverse_type(from, to, tid)));
         }
         if added {
-            let singular = self.types[from].singular.clone();
-            self.changes.push(Change {
-                singular,
-                kind: ChangeKind::Association {
+            self.note(
+                from,
+                from_id,
+                ChangeKind::Association {
                     to_type: to.to_string(),
                     to_id,
                     removed: false,
                 },
-                object_id: from_id,
-                at: now_ms(),
-            });
+                now_ms(),
+            );
         }
     }
 
@@ -1326,17 +1316,16 @@ impl Store {
             .get_mut(&(to.to_string(), to_id, from.to_string()))
             .and_then(|m| m.remove(&from_id));
         if a {
-            let singular = self.types[from].singular.clone();
-            self.changes.push(Change {
-                singular,
-                kind: ChangeKind::Association {
+            self.note(
+                from,
+                from_id,
+                ChangeKind::Association {
                     to_type: to.to_string(),
                     to_id,
                     removed: true,
                 },
-                object_id: from_id,
-                at: now_ms(),
-            });
+                now_ms(),
+            );
         }
         a
     }
