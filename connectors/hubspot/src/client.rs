@@ -146,6 +146,7 @@ impl Client {
             &settings.base_url,
             &key,
             Some("x-hubspot-ratelimit-daily-remaining"),
+            Some("x-hubspot-ratelimit-daily"),
         );
         Client {
             settings,
@@ -154,6 +155,23 @@ impl Client {
             search,
             daily,
             access: Mutex::new(None),
+        }
+    }
+
+    /// Requests, 429s, the ten-secondly window and today's quota.
+    pub fn usage(&self) -> puente_core::Usage {
+        let st = self.http.stats.snapshot();
+        let (used, limit) = self.burst.used();
+        let daily = self.daily.usage();
+        puente_core::Usage {
+            requests: st.requests,
+            rate_limited: st.rate_limited,
+            server_errors: st.server_errors,
+            window_max: Some(limit.max),
+            window_used: Some(used),
+            window_secs: Some(limit.window.as_secs_f64()),
+            daily_used: daily.map(|d| d.0),
+            daily_limit: daily.map(|d| d.1),
         }
     }
 

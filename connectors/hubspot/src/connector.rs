@@ -78,6 +78,10 @@ impl Connector for HubSpotConnector {
         "hubspot"
     }
 
+    fn usage(&self) -> Option<puente_core::Usage> {
+        Some(self.client.usage())
+    }
+
     async fn check(&self) -> Result<(), ConnectorError> {
         let a = self
             .client

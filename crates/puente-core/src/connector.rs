@@ -106,6 +106,23 @@ impl Push {
     }
 }
 
+/// How much of an API's allowance a connection has used (for the
+/// dashboard, metrics and budget alerts). Databases report none.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Usage {
+    /// Requests sent (every attempt).
+    pub requests: u64,
+    pub rate_limited: u64,
+    pub server_errors: u64,
+    /// The rate-limit window: its size, and how much of it is used now.
+    pub window_max: Option<u32>,
+    pub window_used: Option<u32>,
+    pub window_secs: Option<f64>,
+    /// Today's requests against the daily quota, as the API reports them.
+    pub daily_used: Option<u64>,
+    pub daily_limit: Option<u64>,
+}
+
 /// One authenticated account of one system.
 #[async_trait]
 pub trait Connector: Send + Sync {
@@ -122,6 +139,11 @@ pub trait Connector: Send + Sync {
     /// the records it names so the next read looks at them (DESIGN.md: a
     /// notification only says "look at record X soon"). Returns how many
     /// events were taken.
+    /// API usage, for connectors that call a rate-limited API.
+    fn usage(&self) -> Option<Usage> {
+        None
+    }
+
     async fn accept_push(&self, push: &Push) -> Result<usize, ConnectorError> {
         let _ = push;
         Err(ConnectorError::config(format!(

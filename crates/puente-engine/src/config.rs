@@ -47,10 +47,35 @@ pub enum Secret {
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub state: Option<RawState>,
+    pub serve: Option<Spanned<RawServe>>,
     #[serde(default)]
     pub connections: BTreeMap<String, Spanned<RawConnection>>,
     #[serde(default)]
     pub syncs: Vec<Spanned<RawSync>>,
+}
+
+/// `[serve]`: how `puente serve` listens and whom it lets in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServe {
+    pub listen: Option<Spanned<String>>,
+    pub admin_token: Option<Spanned<Secret>>,
+    pub public_url: Option<Spanned<String>>,
+    pub alerts: Option<Spanned<RawAlerts>>,
+}
+
+/// `[serve.alerts]`: where severe errors are sent, and the thresholds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    pub webhook_url: Option<Spanned<Secret>>,
+    pub smtp_url: Option<Spanned<Secret>>,
+    pub email_from: Option<String>,
+    #[serde(default)]
+    pub email_to: Vec<String>,
+    pub connection_down_secs: Option<u64>,
+    pub failure_rate: Option<f64>,
+    pub budget_share: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +163,12 @@ pub struct RawSync {
     pub delete_check_interval_secs: Option<u64>,
     pub phone_region: Option<String>,
     pub batch_size: Option<usize>,
+    /// `puente serve`: incremental reads this often.
+    pub poll_interval_secs: Option<u64>,
+    /// `puente serve`: when full reconciliations run ("hourly", "daily at 03:00", …).
+    pub reconcile: Option<Spanned<String>>,
+    /// `puente serve`: after a webhook, wait until records are quiet this long.
+    pub debounce_secs: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -198,7 +229,38 @@ pub struct SyncDef {
     pub delete_check_interval_secs: u64,
     pub phone_region: Option<String>,
     pub batch_size: Option<usize>,
+    pub schedule: crate::schedule::Schedule,
     pub line: usize,
+}
+
+/// `[serve]`, checked; secrets resolved.
+#[derive(Clone, Debug, Default)]
+pub struct ServeDef {
+    pub listen: Option<String>,
+    pub admin_token: Option<String>,
+    pub public_url: Option<String>,
+    pub alerts: AlertsDef,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AlertsDef {
+    pub webhook_url: Option<String>,
+    pub smtp_url: Option<String>,
+    pub email_from: Option<String>,
+    pub email_to: Vec<String>,
+    pub connection_down_secs: Option<u64>,
+    pub failure_rate: Option<f64>,
+    pub budget_share: Option<f64>,
+}
+
+impl ConnectionDef {
+    pub fn kind(&self) -> &str {
+        match self {
+            ConnectionDef::Sql { kind, .. } => kind,
+            ConnectionDef::Csv { .. } => "csv",
+            ConnectionDef::HubSpot(_) => "hubspot",
+        }
+    }
 }
 
 /// A checked configuration.
@@ -209,6 +271,7 @@ pub struct Config {
     pub connections: BTreeMap<String, ConnectionDef>,
     /// In dependency order: a sync comes after the syncs its references name.
     pub syncs: Vec<SyncDef>,
+    pub serve: ServeDef,
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -358,6 +421,90 @@ pub fn infer_normalizer(a: &str, b: &str) -> KeyNormalizer {
         KeyNormalizer::Text
     } else {
         KeyNormalizer::Exact
+    }
+}
+
+fn serve_def(c: &mut Checker<'_>, sv: &Spanned<RawServe>) -> ServeDef {
+    let r = sv.get_ref();
+    if let Some(l) = &r.listen {
+        if l.get_ref().parse::<std::net::SocketAddr>().is_err() {
+            c.err(
+                l,
+                format!("serve.listen {:?} is not an address", l.get_ref()),
+                Some("write an IP and a port, e.g. listen = \"127.0.0.1:7300\"".to_string()),
+            );
+        }
+    }
+    if let Some(u) = &r.public_url {
+        if !(u.get_ref().starts_with("https://") || u.get_ref().starts_with("http://")) {
+            c.err(
+                u,
+                "serve.public_url must start with https:// (or http://)",
+                Some("write the address users and webhook senders reach, e.g. https://puente.example.com".to_string()),
+            );
+        }
+    }
+    let admin_token = r
+        .admin_token
+        .as_ref()
+        .and_then(|t| c.secret(t, "serve.admin_token"));
+    if let (Some(t), Some(span)) = (&admin_token, &r.admin_token) {
+        if t.len() < 16 {
+            c.err(
+                span,
+                "serve.admin_token is shorter than 16 characters",
+                Some(
+                    "use a long random token, e.g. the output of `openssl rand -hex 32`"
+                        .to_string(),
+                ),
+            );
+        }
+    }
+    let mut alerts = AlertsDef::default();
+    if let Some(a) = &r.alerts {
+        let a_ref = a.get_ref();
+        alerts.webhook_url = a_ref
+            .webhook_url
+            .as_ref()
+            .and_then(|u| c.secret(u, "serve.alerts.webhook_url"));
+        alerts.smtp_url = a_ref
+            .smtp_url
+            .as_ref()
+            .and_then(|u| c.secret(u, "serve.alerts.smtp_url"));
+        alerts.email_from = a_ref.email_from.clone();
+        alerts.email_to = a_ref.email_to.clone();
+        if alerts.smtp_url.is_some() && (alerts.email_from.is_none() || alerts.email_to.is_empty())
+        {
+            c.err(
+                a,
+                "serve.alerts has an smtp_url but no email_from or email_to",
+                Some(
+                    "add email_from = \"puente@example.com\" and email_to = [\"ops@example.com\"]"
+                        .to_string(),
+                ),
+            );
+        }
+        for (what, v) in [
+            ("failure_rate", a_ref.failure_rate),
+            ("budget_share", a_ref.budget_share),
+        ] {
+            if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                c.err(
+                    a,
+                    format!("serve.alerts.{what} must be between 0 and 1"),
+                    Some(format!("write a share, e.g. {what} = 0.2")),
+                );
+            }
+        }
+        alerts.connection_down_secs = a_ref.connection_down_secs;
+        alerts.failure_rate = a_ref.failure_rate;
+        alerts.budget_share = a_ref.budget_share;
+    }
+    ServeDef {
+        listen: r.listen.as_ref().map(|l| l.get_ref().clone()),
+        admin_token,
+        public_url: r.public_url.as_ref().map(|u| u.get_ref().clone()),
+        alerts,
     }
 }
 
@@ -805,7 +952,33 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, Vec<Diagnostic>> {
                 .collect::<Vec<_>>()
                 .join(","),
         );
+        let mut schedule = crate::schedule::Schedule::default();
+        if let Some(p) = r.poll_interval_secs {
+            if p == 0 {
+                c.err(
+                    s,
+                    format!("sync {name}: poll_interval_secs must be at least 1"),
+                    Some("write poll_interval_secs = 30 (or more)".to_string()),
+                );
+            }
+            schedule.poll = std::time::Duration::from_secs(p.max(1));
+        }
+        if let Some(phrase) = &r.reconcile {
+            match crate::schedule::Reconcile::parse(phrase.get_ref()) {
+                Ok(rec) => schedule.reconcile = rec,
+                Err(fix) => c.err(
+                    phrase,
+                    format!(
+                        "sync {name}: reconcile {:?} is not a schedule",
+                        phrase.get_ref()
+                    ),
+                    Some(fix),
+                ),
+            }
+        }
+        schedule.debounce = std::time::Duration::from_secs(r.debounce_secs.unwrap_or(0));
         syncs.push(SyncDef {
+            schedule,
             name,
             enabled: r.enabled,
             direction,
@@ -859,12 +1032,19 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, Vec<Diagnostic>> {
         }
     };
 
+    let serve = raw
+        .serve
+        .as_ref()
+        .map(|sv| serve_def(&mut c, sv))
+        .unwrap_or_default();
+
     if c.errors.is_empty() {
         Ok(Config {
             path: path.to_path_buf(),
             state_url,
             connections,
             syncs: ordered,
+            serve,
             warnings: c.warnings,
         })
     } else {

@@ -6,6 +6,8 @@
 pub mod compile;
 pub mod config;
 mod run;
+pub mod schedule;
+pub mod scheduler;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,6 +90,12 @@ impl Engine {
         };
         cache.insert(name.to_string(), c.clone());
         Ok(c)
+    }
+
+    /// The connector for a connection if it is already open (nothing is
+    /// connected to answer this).
+    pub async fn connected(&self, name: &str) -> Option<Arc<dyn Connector>> {
+        self.connectors.lock().await.get(name).cloned()
     }
 
     /// Opens both objects of a sync and compiles it against their schemas.

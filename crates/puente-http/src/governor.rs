@@ -111,6 +111,18 @@ impl Governor {
         self.state.lock().expect("governor").limit
     }
 
+    /// Requests counted in the current window, and the limit.
+    pub fn used(&self) -> (u32, Limit) {
+        let s = self.state.lock().expect("governor");
+        let now = Instant::now();
+        let used = s
+            .sent
+            .iter()
+            .filter(|t| now.duration_since(**t) < s.limit.window)
+            .count();
+        (used as u32, s.limit)
+    }
+
     /// Waits until one more request fits in the window, and counts it.
     pub async fn acquire(&self) {
         loop {

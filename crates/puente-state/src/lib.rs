@@ -9,6 +9,6 @@
 mod store;
 
 pub use store::{
-    Backend, ChangeRow, Commit, ConflictRow, EntryWrite, Intent, RecordFilter, RecordRow, RunRow,
-    StateError, StateStore, StatusCounts,
+    Backend, ChangeRow, Commit, ConflictRow, EntryWrite, GroupRow, Intent, RecordFilter, RecordRow,
+    RunRow, StateError, StateStore, StatusCounts,
 };

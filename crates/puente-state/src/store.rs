@@ -141,7 +141,23 @@ pub struct RecordFilter {
     pub sync: Option<String>,
     pub status: Option<String>,
     pub category: Option<String>,
+    /// One entry.
+    pub entry_id: Option<i64>,
+    /// Changed at or after / before these times (RFC 3339, UTC, as stored).
+    pub since: Option<String>,
+    pub until: Option<String>,
     pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// Records of one status grouped by failure category or exclusion reason.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupRow {
+    pub status: String,
+    pub label: String,
+    pub count: i64,
+    /// A hint one of them carries (they share a category, so a cause).
+    pub hint: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -487,6 +503,27 @@ impl StateStore {
     }
 
     // ----- cursors ----------------------------------------------------------
+
+    /// Sets a per-sync marker (a pause, the last reconciliation) outside a
+    /// run's commit.
+    pub async fn set_marker(
+        &self,
+        sync: &str,
+        name: &str,
+        value: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query(&self.sql(
+            "INSERT INTO cursors (sync, side, value, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (sync, side) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        ))
+        .bind(sync)
+        .bind(name)
+        .bind(value.to_string())
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 
     /// The committed cursor (or other per-sync marker) named `side`.
     pub async fn cursor(&self, sync: &str, side: &str) -> Result<Option<serde_json::Value>> {
@@ -1110,18 +1147,27 @@ impl StateStore {
     }
 
     pub async fn records(&self, f: &RecordFilter) -> Result<Vec<RecordRow>> {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let rows = sqlx::query(
             &self.sql("SELECT sync, id, a_id, b_id, status, category, reason, message, hint, deleted_a, deleted_b, attempts, updated_at
              FROM entries WHERE ($1 = '' OR sync = $2) AND ($3 = '' OR status = $4) AND ($5 = '' OR category = $6)
-             ORDER BY sync, id LIMIT $7"),
+               AND ($7 = 0 OR id = $8) AND ($9 = '' OR updated_at >= $10) AND ($11 = '' OR updated_at < $12)
+             ORDER BY sync, id LIMIT $13 OFFSET $14"),
         )
-        .bind(f.sync.clone().unwrap_or_default())
-        .bind(f.sync.clone().unwrap_or_default())
-        .bind(f.status.clone().unwrap_or_default())
-        .bind(f.status.clone().unwrap_or_default())
-        .bind(f.category.clone().unwrap_or_default())
-        .bind(f.category.clone().unwrap_or_default())
+        .bind(text(&f.sync))
+        .bind(text(&f.sync))
+        .bind(text(&f.status))
+        .bind(text(&f.status))
+        .bind(text(&f.category))
+        .bind(text(&f.category))
+        .bind(f.entry_id.is_some() as i64)
+        .bind(f.entry_id.unwrap_or(0))
+        .bind(text(&f.since))
+        .bind(text(&f.since))
+        .bind(text(&f.until))
+        .bind(text(&f.until))
         .bind(f.limit.unwrap_or(i64::MAX))
+        .bind(f.offset.unwrap_or(0))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -1147,6 +1193,28 @@ impl StateStore {
                     },
                     attempts: r.try_get("attempts")?,
                     updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Failed records by category and excluded ones by reason, largest first.
+    pub async fn groups(&self, sync: &str) -> Result<Vec<GroupRow>> {
+        let rows = sqlx::query(&self.sql(
+            "SELECT status, COALESCE(category, reason, 'unknown') AS label, COUNT(*) AS n, MIN(hint) AS hint
+             FROM entries WHERE sync = $1 AND status IN ('failed', 'excluded')
+             GROUP BY status, COALESCE(category, reason, 'unknown') ORDER BY n DESC, label",
+        ))
+        .bind(sync)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GroupRow {
+                    status: r.try_get("status")?,
+                    label: r.try_get("label")?,
+                    count: r.try_get("n")?,
+                    hint: r.try_get("hint")?,
                 })
             })
             .collect()

@@ -9,6 +9,7 @@ mod demo;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod output;
 mod sandbox;
+mod serve;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -50,6 +51,13 @@ enum Command {
         /// Check the file only, without connecting to the systems.
         #[arg(long)]
         offline: bool,
+    },
+    /// Keep every enabled sync running: webhooks, polling, scheduled
+    /// reconciliations; the dashboard and the JSON API on one address.
+    Serve {
+        /// The address to listen on (default: [serve] listen, else 127.0.0.1:7300).
+        #[arg(long)]
+        listen: Option<String>,
     },
     /// Run one pass of the named syncs (default: all enabled).
     Sync {
@@ -223,6 +231,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve { listen } => {
+            let cfg = load(&cli.config)?;
+            for w in &cfg.warnings {
+                eprintln!("{w}");
+            }
+            serve::run(cfg, listen).await
+        }
         Command::Sync {
             names,
             dry_run,
@@ -273,6 +288,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     status,
                     category,
                     limit,
+                    ..RecordFilter::default()
                 })
                 .await?;
             match format {

@@ -399,6 +399,67 @@ impl Running {
         &self.sandbox.opts.tokens[0]
     }
 
+    /// One call as any HubSpot client would make it, with the first token.
+    /// A 429 (the search limit is 5 a second) waits and retries; another
+    /// error status is an error with HubSpot's body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
+        let http = reqwest::Client::new();
+        loop {
+            let mut r = http
+                .request(method.clone(), format!("{}{path}", self.url))
+                .bearer_auth(self.token());
+            if let Some(b) = &body {
+                r = r.json(b);
+            }
+            let resp = r.send().await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let text = resp.text().await.map_err(|e| e.to_string())?;
+            if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(format!("{method} {path}: {status} {text}"));
+            }
+            return Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null));
+        }
+    }
+
+    /// Points the app's webhooks at `target_url` and subscribes to events:
+    /// `(event type, property)` pairs, the property for `*.propertyChange`.
+    pub async fn subscribe(
+        &self,
+        target_url: &str,
+        events: &[(&str, Option<&str>)],
+    ) -> Result<(), String> {
+        let app = self.sandbox.opts.app_id;
+        let key = format!("?hapikey={}", self.sandbox.opts.developer_key);
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/webhooks/v3/{app}/settings{key}"),
+            Some(serde_json::json!({ "targetUrl": target_url })),
+        )
+        .await?;
+        for (event, property) in events {
+            let mut sub = serde_json::json!({ "eventType": event, "active": true });
+            if let Some(p) = property {
+                sub["propertyName"] = serde_json::Value::from(*p);
+            }
+            self.call(
+                reqwest::Method::POST,
+                &format!("/webhooks/v3/{app}/subscriptions{key}"),
+                Some(sub),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());

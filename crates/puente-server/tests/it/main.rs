@@ -1,0 +1,5 @@
+//! `puente serve` end to end: the HubSpot sandbox and PostgreSQL kept in
+//! sync by the running service, driven through its API and dashboard.
+
+mod api;
+mod setup;

@@ -1,0 +1,98 @@
+//! `puente serve`: every enabled sync, always on, with the dashboard, the
+//! API and webhook endpoints on one address.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use puente_engine::config::Config;
+use puente_engine::Engine;
+use puente_server::{AlertSettings, ServeOptions};
+
+/// The address used when neither `--listen` nor `[serve] listen` names one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7300";
+
+/// The admin token: the config's, else `PUENTE_ADMIN_TOKEN`, else a fresh
+/// one for this process (printed once, so the operator can sign in).
+pub fn admin_token(cfg: &Config) -> (String, bool) {
+    if let Some(t) = &cfg.serve.admin_token {
+        return (t.clone(), false);
+    }
+    match std::env::var("PUENTE_ADMIN_TOKEN") {
+        Ok(t) if t.len() >= 16 => (t, false),
+        _ => (puente_server::new_token(), true),
+    }
+}
+
+pub fn options(cfg: &Config, token: String) -> ServeOptions {
+    let a = &cfg.serve.alerts;
+    let d = AlertSettings::default();
+    ServeOptions {
+        admin_token: token,
+        public_url: cfg.serve.public_url.clone(),
+        alerts: AlertSettings {
+            webhook_url: a.webhook_url.clone(),
+            smtp_url: a.smtp_url.clone(),
+            email_from: a.email_from.clone(),
+            email_to: a.email_to.clone(),
+            connection_down_secs: a.connection_down_secs.unwrap_or(d.connection_down_secs),
+            failure_rate: a.failure_rate.unwrap_or(d.failure_rate),
+            budget_share: a.budget_share.unwrap_or(d.budget_share),
+            ..d
+        },
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("shutting down: letting passes in progress finish");
+}
+
+pub async fn run(cfg: Config, listen: Option<String>) -> Result<ExitCode> {
+    let listen = listen
+        .or_else(|| cfg.serve.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let (token, generated) = admin_token(&cfg);
+    let opts = options(&cfg, token.clone());
+    let engine = Arc::new(Engine::open(cfg).await?);
+    let app = puente_server::app(engine.clone(), opts).await?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!("puente serve: dashboard and API on http://{addr}/");
+    println!("  webhooks: POST http://{addr}/webhooks/<connection>");
+    if generated {
+        println!("  admin token (this run only; set [serve] admin_token to keep one): {token}");
+    }
+    let syncs: Vec<_> = engine
+        .config
+        .syncs
+        .iter()
+        .filter(|s| s.enabled)
+        .map(|s| s.name.as_str())
+        .collect();
+    println!("  running: {}", syncs.join(", "));
+    puente_server::serve(listener, app, shutdown_signal()).await?;
+    engine.state.close().await;
+    println!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
