@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
 scripts/clients.sh
+scripts/browser.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # Licenses, bans and sources of every dependency (deny.toml says why not advisories).

@@ -1,8 +1,11 @@
-//! `puente demo`: a self-contained, offline tour. Two SQLite databases (a
-//! shop's customers and a bookkeeping system's clients) are seeded with
-//! realistic data — records to match rather than duplicate, an invalid
-//! e-mail, a picklist value with no mapping — synced both ways, edited on
-//! both sides (a conflict), a record deleted, and synced again.
+//! `puente demo`: a self-contained, offline tour. A shop's customers
+//! (SQLite) are kept in sync with a bookkeeping system's clients (SQLite)
+//! and with a CRM's contacts (the HubSpot sandbox, started in this
+//! process). The data is realistic: records to match rather than
+//! duplicate, an invalid e-mail, a picklist value with no mapping,
+//! conflicting edits, deleted records. After the scripted passes the
+//! demo keeps running as `puente serve` does: the dashboard on 127.0.0.1,
+//! webhooks from the sandbox, live syncing.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,12 +13,20 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result};
 use puente_engine::{config, Engine};
+use puente_hubspot::sandbox::{Running, SandboxOptions};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
 
-const CONFIG: &str = r#"# Written by `puente demo`: two SQLite databases kept in sync both ways.
+const CONFIG: &str = r#"# Written by `puente demo`: a shop's customers (SQLite) kept in sync with
+# the books' clients (SQLite) and the CRM's contacts (the HubSpot sandbox).
 [state]
 url = "sqlite://state.db"
+
+[connections.crm]
+kind = "hubspot"
+base_url = "{CRM_URL}"
+token = "{CRM_TOKEN}"
+webhook_secret = "sandbox-client-secret"
 
 [connections.shop]
 kind = "sqlite"
@@ -41,7 +52,102 @@ fields = [
   { a = "phone", b = "phone", direction = "a-to-b" },
   { a = "credit_limit", b = "credit" },
 ]
+
+[[syncs]]
+name = "crm-contacts"
+direction = "two-way"
+winner = "a"
+poll_interval_secs = 30
+reconcile = "hourly"
+delete_check_interval_secs = 60
+a = { connection = "shop", object = "customers", cursor = "updated_at", overlap_secs = 5 }
+b = { connection = "crm", object = "contacts" }
+match = [{ a = "email", b = "email" }]
+fields = [
+  { a = "email", b = "email" },
+  { a = "first_name", b = "firstname" },
+  { a = "last_name", b = "lastname" },
+  { a = "stage", b = "lifecyclestage", values = { lead = "lead", customer = "customer", churned = "other" } },
+  { a = "phone", b = "phone", direction = "a-to-b" },
+]
 "#;
+
+/// The CRM's own contacts: 30 people the shop also has (e-mails written
+/// in capitals, to be matched, not duplicated) and 20 only the CRM knows.
+async fn seed_crm(crm: &Running) -> Result<()> {
+    let mut inputs = Vec::new();
+    for i in 0..50usize {
+        let shop = i < 30;
+        let n = if shop { 200 + i } else { 1000 + i };
+        let (f, l) = (FIRST[n % FIRST.len()], LAST[n % LAST.len()]);
+        let email = if shop {
+            format!("{}.{}{}@EXAMPLE.com", f.to_uppercase(), l.to_lowercase(), n)
+        } else {
+            format!("{}.{}{}@example.org", f.to_lowercase(), l.to_lowercase(), n)
+        };
+        inputs.push(serde_json::json!({ "properties": {
+            "email": email, "firstname": f, "lastname": l,
+            "lifecyclestage": if i % 3 == 0 { "customer" } else { "lead" },
+        }}));
+    }
+    crm.call(
+        reqwest::Method::POST,
+        "/crm/v3/objects/contacts/batch/create",
+        Some(serde_json::json!({ "inputs": inputs })),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("seeding the CRM sandbox: {e}"))?;
+    Ok(())
+}
+
+/// Edits in the CRM between passes: a conflict with the shop, a change the
+/// shop takes, and a deleted contact.
+async fn edit_crm(crm: &Running) -> Result<()> {
+    let id = |email: &str| {
+        let email = email.to_string();
+        async move {
+            let v = crm
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/crm/v3/objects/contacts/{email}?idProperty=email"),
+                    None,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            anyhow::Ok(v["id"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    let patch = |id: String, props: serde_json::Value| async move {
+        crm.call(
+            reqwest::Method::PATCH,
+            &format!("/crm/v3/objects/contacts/{id}"),
+            Some(serde_json::json!({ "properties": props })),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let email = |n: usize, domain: &str| {
+        format!(
+            "{}.{}{n}@{domain}",
+            FIRST[n % FIRST.len()].to_lowercase(),
+            LAST[n % LAST.len()].to_lowercase()
+        )
+    };
+    // The shop renames customer 201 too (see `edit`): the shop wins.
+    let c201 = id(&email(200, "example.com")).await?;
+    patch(c201, serde_json::json!({ "lastname": "Silva (CRM)" })).await?;
+    let c205 = id(&email(204, "example.com")).await?;
+    patch(c205, serde_json::json!({ "firstname": "Freya-Marie" })).await?;
+    let gone = id(&email(1040, "example.org")).await?;
+    crm.call(
+        reqwest::Method::DELETE,
+        &format!("/crm/v3/objects/contacts/{gone}"),
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
 
 const FIRST: [&str; 12] = [
     "Ana", "Bruno", "Chen", "Dalia", "Emeka", "Freya", "Gustavo", "Hana", "Ivan", "Jamal", "Keiko",
@@ -168,16 +274,51 @@ async fn edit(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(dir: &Path) -> Result<ExitCode> {
+/// How the demo ends: serving (the default) or stopping after the passes.
+pub struct DemoOptions {
+    pub listen: String,
+    pub serve: bool,
+}
+
+pub async fn run(dir: &Path, opts: DemoOptions) -> Result<ExitCode> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir)?;
+    let crm = Running::start(SandboxOptions {
+        tokens: vec!["pat-demo-sandbox-token".into()],
+        rate_limit_per_10s: 1000,
+        search_per_sec: 50,
+        webhook_retry_base: std::time::Duration::from_millis(500),
+        ..SandboxOptions::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("starting the HubSpot sandbox: {e}"))?;
     let cfg_path = dir.join("puente.toml");
-    std::fs::write(&cfg_path, CONFIG)?;
+    std::fs::write(
+        &cfg_path,
+        CONFIG
+            .replace("{CRM_URL}", &crm.url)
+            .replace("{CRM_TOKEN}", crm.token()),
+    )?;
     seed(dir).await?;
-    println!("Puente demo: the shop's customers (a, SQLite) ↔ the books' clients (b, SQLite).");
-    println!("This demo runs a built-in SQLite-to-SQLite example; the CRM sandboxes and the dashboard are not part of it yet.");
+    seed_crm(&crm).await?;
+    println!("Puente demo, fully offline:");
+    println!(
+        "  shop  (a, SQLite)            {}/shop.db: 240 customers",
+        dir.display()
+    );
+    println!(
+        "  books (b, SQLite)            {}/books.db: 160 clients, 60 also in the shop",
+        dir.display()
+    );
+    println!(
+        "  crm   (b, HubSpot sandbox)   {}: 50 contacts, 30 also in the shop",
+        crm.url
+    );
+    println!(
+        "  The Zoho CRM and Bitrix24 sandboxes do not exist yet, so the demo leaves them out."
+    );
     println!("Config: {}\n", cfg_path.display());
 
     let cfg = config::load(&cfg_path).map_err(|d| {
@@ -189,19 +330,22 @@ pub async fn run(dir: &Path) -> Result<ExitCode> {
                 .join("\n")
         )
     })?;
+    let (token, generated) = crate::serve::admin_token(&cfg);
+    let serve_opts = crate::serve::options(&cfg, token.clone());
     let engine = Engine::open(cfg).await?;
     println!("1. First sync: matching by e-mail, creating the rest both ways.");
     let (r, f) = crate::sync(&engine, &[], false, false).await?;
     crate::output::print_reports(&r);
     anyhow::ensure!(f.is_empty(), "{}", f.join("\n"));
 
-    println!("\n2. Edits on both sides (a conflict, disjoint edits, a delete), then a dry run:");
+    println!("\n2. Edits on all sides (conflicts, disjoint edits, deletes), then a dry run:");
     edit(dir).await?;
-    let (r, _) = crate::sync(&engine, &[], true, false).await?;
+    edit_crm(&crm).await?;
+    let (r, _) = crate::sync(&engine, &[], true, true).await?;
     crate::output::print_reports(&r);
 
     println!("\n3. The real run:");
-    let (r, f) = crate::sync(&engine, &[], false, false).await?;
+    let (r, f) = crate::sync(&engine, &[], false, true).await?;
     crate::output::print_reports(&r);
     anyhow::ensure!(f.is_empty(), "{}", f.join("\n"));
 
@@ -218,11 +362,65 @@ pub async fn run(dir: &Path) -> Result<ExitCode> {
     crate::output::records_table(&rows);
 
     let c = cfg_path.display();
-    println!("\nTry next:");
-    println!("  puente --config {c} status");
-    println!("  puente --config {c} records --status deleted");
-    println!("  puente --config {c} restore --sync customers --side b --dry-run");
-    println!("  puente --config {c} records --format csv > records.csv");
-    println!("  sqlite3 {}/shop.db \"UPDATE customers SET stage='customer' WHERE id=12\" && puente --config {c} sync", dir.display());
+    if !opts.serve {
+        println!("\nTry next:");
+        println!("  puente --config {c} status");
+        println!("  puente --config {c} records --status deleted");
+        println!("  puente --config {c} restore --sync customers --side b --dry-run");
+        println!("  puente --config {c} records --format csv > records.csv");
+        println!("  puente demo            (without --no-serve: the dashboard, live)");
+        crm.stop().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let listener = match tokio::net::TcpListener::bind(&opts.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "cannot listen on {} ({e}); using a free port instead",
+                opts.listen
+            );
+            tokio::net::TcpListener::bind("127.0.0.1:0").await?
+        }
+    };
+    let addr = listener.local_addr()?;
+    let engine = std::sync::Arc::new(engine);
+    let app = puente_server::app(engine.clone(), serve_opts).await?;
+    crm.subscribe(
+        &format!("http://{addr}/webhooks/crm"),
+        &[
+            ("contact.creation", None),
+            ("contact.deletion", None),
+            ("contact.propertyChange", Some("firstname")),
+            ("contact.propertyChange", Some("lastname")),
+            ("contact.propertyChange", Some("email")),
+            ("contact.propertyChange", Some("lifecyclestage")),
+        ],
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("subscribing the sandbox's webhooks: {e}"))?;
+    println!("\nDashboard: http://{addr}/");
+    if generated {
+        println!("Admin token: {token}");
+    } else {
+        println!("Admin token: the one in [serve] admin_token or PUENTE_ADMIN_TOKEN");
+    }
+    println!("\nTry next (Ctrl-C stops the demo):");
+    println!("  - Sign in with the token; the overview shows each sync's counts, live.");
+    println!("  - Records → status failed: each failure has its category and a hint.");
+    println!("  - Sync crm-contacts → Restore deleted on b: a review screen, then the contact comes back.");
+    println!("  - Change a contact in the CRM sandbox; it reaches the shop in about a second (webhooks):");
+    println!(
+        "      curl -X PATCH {}/crm/v3/objects/contacts/1001 -H 'authorization: Bearer {}' \\",
+        crm.url,
+        crm.token()
+    );
+    println!("           -H 'content-type: application/json' -d '{{\"properties\": {{\"firstname\": \"Changed\"}}}}'");
+    println!("  - puente --config {c} status   (in another terminal)");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    puente_server::serve(listener, app, crate::serve::shutdown_signal()).await?;
+    engine.state.close().await;
+    crm.stop().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -123,11 +123,19 @@ enum Command {
         #[command(subcommand)]
         which: SandboxKind,
     },
-    /// A self-contained example: two SQLite databases kept in sync, offline.
+    /// A self-contained tour, offline: a shop (SQLite) kept in sync with its
+    /// books (SQLite) and a CRM (the HubSpot sandbox, in process), then the
+    /// dashboard, live.
     Demo {
         /// Where the demo keeps its files.
         #[arg(long, default_value = ".puente/demo")]
         dir: PathBuf,
+        /// Where the dashboard listens.
+        #[arg(long, default_value = serve::DEFAULT_LISTEN)]
+        listen: String,
+        /// Stop after the scripted passes instead of serving.
+        #[arg(long)]
+        no_serve: bool,
     },
 }
 
@@ -381,7 +389,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sandbox {
             which: SandboxKind::Hubspot(args),
         } => sandbox::hubspot(args).await,
-        Command::Demo { dir } => demo::run(&dir).await,
+        Command::Demo {
+            dir,
+            listen,
+            no_serve,
+        } => {
+            demo::run(
+                &dir,
+                demo::DemoOptions {
+                    listen,
+                    serve: !no_serve,
+                },
+            )
+            .await
+        }
     }
 }
 

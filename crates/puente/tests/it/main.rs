@@ -1,5 +1,6 @@
 //! The `puente` binary as users run it.
 
+mod browser;
 mod cli;
 mod crash;
 mod crash_hubspot;
