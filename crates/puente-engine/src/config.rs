@@ -199,11 +199,19 @@ pub struct FieldDef {
 }
 
 #[derive(Clone, Debug)]
+/// One side of a sync: a connection's object.
 pub struct EndpointDef {
     pub connection: String,
     pub spec: puente_core::ObjectSpec,
     pub filter: Option<Expr>,
     pub line: usize,
+}
+
+impl EndpointDef {
+    /// `connection.object`, as the dashboard and messages name a side.
+    pub fn label(&self) -> String {
+        format!("{}.{}", self.connection, self.spec.object)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -242,15 +250,35 @@ pub struct ServeDef {
     pub alerts: AlertsDef,
 }
 
-#[derive(Clone, Debug, Default)]
+/// `[serve.alerts]`: where severe errors go and when they fire.
+#[derive(Clone, Debug)]
 pub struct AlertsDef {
+    /// POSTed `{"text": …, "alert": {…}}` (Slack's incoming webhooks read `text`).
     pub webhook_url: Option<String>,
+    /// `smtp://host:port` (STARTTLS when offered), `smtps://host:port` (TLS).
     pub smtp_url: Option<String>,
     pub email_from: Option<String>,
     pub email_to: Vec<String>,
-    pub connection_down_secs: Option<u64>,
-    pub failure_rate: Option<f64>,
-    pub budget_share: Option<f64>,
+    /// A connection failing this long is down.
+    pub connection_down_secs: u64,
+    /// Failed records over (in sync + failed) above this share.
+    pub failure_rate: f64,
+    /// A daily API budget used beyond this share.
+    pub budget_share: f64,
+}
+
+impl Default for AlertsDef {
+    fn default() -> Self {
+        AlertsDef {
+            webhook_url: None,
+            smtp_url: None,
+            email_from: None,
+            email_to: Vec::new(),
+            connection_down_secs: 600,
+            failure_rate: 0.2,
+            budget_share: 0.9,
+        }
+    }
 }
 
 impl ConnectionDef {
@@ -496,9 +524,10 @@ fn serve_def(c: &mut Checker<'_>, sv: &Spanned<RawServe>) -> ServeDef {
                 );
             }
         }
-        alerts.connection_down_secs = a_ref.connection_down_secs;
-        alerts.failure_rate = a_ref.failure_rate;
-        alerts.budget_share = a_ref.budget_share;
+        let d = AlertsDef::default();
+        alerts.connection_down_secs = a_ref.connection_down_secs.unwrap_or(d.connection_down_secs);
+        alerts.failure_rate = a_ref.failure_rate.unwrap_or(d.failure_rate);
+        alerts.budget_share = a_ref.budget_share.unwrap_or(d.budget_share);
     }
     ServeDef {
         listen: r.listen.as_ref().map(|l| l.get_ref().clone()),

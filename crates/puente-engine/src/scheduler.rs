@@ -102,7 +102,7 @@ struct Worker {
     due: Mutex<Due>,
     /// Shared with a pass's progress callback.
     state: Arc<Mutex<WorkerState>>,
-    /// Taken for the length of a pass (also by one-off passes from the API).
+    /// Taken for the length of a pass, a dry run or a restore.
     running: tokio::sync::Mutex<()>,
 }
 
@@ -144,10 +144,6 @@ impl Scheduler {
             workers,
             on_event,
         })
-    }
-
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
     }
 
     /// The syncs this scheduler runs, in config (dependency) order.
@@ -214,11 +210,20 @@ impl Scheduler {
         woken
     }
 
-    /// Runs a one-off pass now and waits for it (after any pass in progress).
-    pub async fn run_once(&self, sync: &str, opts: RunOptions) -> Result<SyncReport, EngineError> {
+    /// A pass now, as the worker runs them (live progress, state, events),
+    /// after any pass in progress; waits for it.
+    pub async fn pass_now(&self, sync: &str) -> Result<SyncReport, EngineError> {
         let w = self.worker(sync)?.clone();
-        let _guard = w.running.lock().await;
-        self.engine.run(&w.def, &opts).await
+        self.pass(&w, false).await
+    }
+
+    /// Runs `work` (a dry run, a restore) while no pass of `sync` runs.
+    pub async fn exclusive<T>(&self, sync: &str, work: impl std::future::Future<Output = T>) -> T {
+        let _guard = match self.workers.get(sync) {
+            Some(w) => Some(w.running.lock().await),
+            None => None,
+        };
+        work.await
     }
 
     /// Runs every worker until `stop` turns true; a pass in progress finishes first.
@@ -295,7 +300,7 @@ impl Scheduler {
             };
             next_poll = Instant::now() + sched.poll;
             let started = Utc::now();
-            let ok = self.pass(&w, full).await;
+            let ok = self.pass(&w, full).await.is_ok();
             if full && ok {
                 last_reconcile = started;
                 let _ = self
@@ -308,7 +313,7 @@ impl Scheduler {
     }
 
     /// One pass with live progress; updates the worker's state and reports events.
-    async fn pass(&self, w: &Worker, full: bool) -> bool {
+    async fn pass(&self, w: &Worker, full: bool) -> Result<SyncReport, EngineError> {
         let _guard = w.running.lock().await;
         let started = Utc::now();
         {
@@ -352,24 +357,23 @@ impl Scheduler {
             progress: Some(progress),
         };
         let result = self.engine.run(&w.def, &opts).await;
-        let now = Utc::now();
         let event = {
             let mut st = w.state.lock().expect("state");
             st.running = false;
             st.live = None;
             st.runs += 1;
+            st.last = Some(LastRun {
+                finished_at: Utc::now(),
+                started_at: started,
+                full,
+                ok: result.is_ok(),
+                error: result.as_ref().err().map(ToString::to_string),
+                report: result.as_ref().ok().cloned(),
+            });
             match &result {
                 Ok(report) => {
                     st.synced_until = Some(started);
                     st.failing_since = None;
-                    st.last = Some(LastRun {
-                        finished_at: now,
-                        started_at: started,
-                        full,
-                        ok: true,
-                        error: None,
-                        report: Some(report.clone()),
-                    });
                     Event::Finished {
                         sync: w.def.name.clone(),
                         report: report.clone(),
@@ -377,15 +381,6 @@ impl Scheduler {
                 }
                 Err(e) => {
                     st.failed_runs += 1;
-                    let since = *st.failing_since.get_or_insert(started);
-                    st.last = Some(LastRun {
-                        finished_at: now,
-                        started_at: started,
-                        full,
-                        ok: false,
-                        error: Some(e.to_string()),
-                        report: None,
-                    });
                     tracing::warn!(sync = %w.def.name, error = %e, "pass failed");
                     Event::Failed {
                         sync: w.def.name.clone(),
@@ -396,7 +391,7 @@ impl Scheduler {
                             _ => None,
                         },
                         message: e.to_string(),
-                        failing_since: since,
+                        failing_since: *st.failing_since.get_or_insert(started),
                     }
                 }
             }
@@ -404,6 +399,6 @@ impl Scheduler {
         if let Some(f) = &self.on_event {
             f(&event);
         }
-        result.is_ok()
+        result
     }
 }

@@ -27,6 +27,16 @@ pub enum Resolution {
     Value(Value),
 }
 
+impl Resolution {
+    /// A person's choice as typed or clicked: `a`, `b`, or a value of their own.
+    pub fn from_choice(take: &str) -> Resolution {
+        match Side::parse(take) {
+            Some(side) => Resolution::Take(side),
+            None => Resolution::Value(Value::text(take)),
+        }
+    }
+}
+
 /// A record's state in one sync, as the state store holds it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Status {

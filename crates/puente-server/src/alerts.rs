@@ -17,42 +17,13 @@ use serde::Serialize;
 
 use crate::App;
 
-/// Where alerts go and when they fire.
-#[derive(Clone, Debug)]
-pub struct AlertSettings {
-    /// POSTed `{"text": …, "alert": {…}}` (Slack's incoming webhooks read `text`).
-    pub webhook_url: Option<String>,
-    /// `smtp://host:port` (plain or STARTTLS when offered), `smtps://host:port` (TLS).
-    pub smtp_url: Option<String>,
-    pub email_from: Option<String>,
-    pub email_to: Vec<String>,
-    /// A connection failing this long is down.
-    pub connection_down_secs: u64,
-    /// Failed records over (in sync + failed) above this share.
-    pub failure_rate: f64,
-    /// Only judged once a sync holds this many records.
-    pub failure_rate_min_records: i64,
-    /// A daily API budget used beyond this share.
-    pub budget_share: f64,
-    /// How often thresholds are checked.
-    pub check_every: Duration,
-}
+/// Where alerts go and when they fire (`[serve.alerts]`).
+pub use puente_engine::config::AlertsDef as AlertSettings;
 
-impl Default for AlertSettings {
-    fn default() -> Self {
-        AlertSettings {
-            webhook_url: None,
-            smtp_url: None,
-            email_from: None,
-            email_to: Vec::new(),
-            connection_down_secs: 600,
-            failure_rate: 0.2,
-            failure_rate_min_records: 20,
-            budget_share: 0.9,
-            check_every: Duration::from_secs(15),
-        }
-    }
-}
+/// A failure rate is only judged once a sync holds this many records.
+const FAILURE_RATE_MIN_RECORDS: i64 = 20;
+/// How often thresholds are checked.
+const CHECK_EVERY: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Alert {
@@ -192,13 +163,13 @@ impl Alerts {
                 sync,
                 connection: Some((conn, kind)),
                 message,
-                ..
+                failing_since,
             } => {
                 self.connection_errors
                     .lock()
                     .expect("errors")
                     .entry(conn.clone())
-                    .or_insert_with(|| (Utc::now(), *kind, message.clone()))
+                    .or_insert_with(|| (*failing_since, *kind, message.clone()))
                     .2 = message.clone();
                 if *kind == ErrorKind::Auth {
                     self.raise(
@@ -251,9 +222,8 @@ async fn email(url: &str, from: &str, to: &[String], alert: &Alert) -> Result<()
 /// Checks the thresholds every few seconds: connections down, failure
 /// rates, daily budgets.
 pub async fn watch(app: App) {
-    let every = app.alerts.settings.check_every;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(CHECK_EVERY).await;
         check(&app).await;
     }
 }
@@ -262,29 +232,23 @@ async fn check(app: &App) {
     let s = &app.alerts.settings;
     let now = Utc::now();
     // Connections down (errors are cleared by a pass that succeeds).
-    let errors: Vec<(String, DateTime<Utc>, ErrorKind, String)> = app
+    let down: Vec<(String, i64, String)> = app
         .alerts
         .connection_errors
         .lock()
         .expect("errors")
         .iter()
-        .map(|(c, (since, kind, m))| (c.clone(), *since, *kind, m.clone()))
+        .filter(|(_, (_, kind, _))| *kind != ErrorKind::Auth)
+        .map(|(c, (since, _, m))| (c.clone(), (now - *since).num_seconds(), m.clone()))
+        .filter(|(_, secs, _)| *secs >= s.connection_down_secs as i64)
         .collect();
-    for c in app.engine.config.connections.keys() {
-        match errors.iter().find(|(n, ..)| n == c) {
-            Some((_, since, kind, m)) if *kind != ErrorKind::Auth => {
-                let down = (now - *since).num_seconds();
-                if down >= s.connection_down_secs as i64 {
-                    app.alerts.raise(
-                        "connection_down",
-                        c,
-                        format!("connection {c} has failed for {} minutes: {m}", down / 60),
-                        format!("check that {c} is reachable and its service is up; syncs resume by themselves once it answers"),
-                    );
-                }
-            }
-            _ => {}
-        }
+    for (c, secs, m) in down {
+        app.alerts.raise(
+            "connection_down",
+            &c,
+            format!("connection {c} has failed for {} minutes: {m}", secs / 60),
+            format!("check that {c} is reachable and its service is up; syncs resume by themselves once it answers"),
+        );
     }
     // Failure rates.
     for name in app.scheduler.names() {
@@ -297,7 +261,7 @@ async fn check(app: &App) {
         } else {
             0.0
         };
-        if judged >= s.failure_rate_min_records && rate > s.failure_rate {
+        if judged >= FAILURE_RATE_MIN_RECORDS && rate > s.failure_rate {
             let top = c
                 .failures_by_category
                 .iter()

@@ -11,7 +11,7 @@ use chrono::Utc;
 use puente_core::{Side, Value};
 use puente_engine::RunOptions;
 use puente_plan::Resolution;
-use puente_state::{RecordFilter, RecordRow};
+use puente_state::{GroupRow, RecordFilter, RecordRow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -28,7 +28,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -79,6 +79,7 @@ impl ApiError {
         match self.status.as_u16() {
             401 | 403 => "auth",
             400..=499 => "invalid_request",
+            503 => "external",
             _ => "internal",
         }
     }
@@ -101,13 +102,6 @@ type ApiResult<T> = Result<T, ApiError>;
 // ----- views ---------------------------------------------------------------
 
 #[derive(Serialize)]
-pub struct Group {
-    pub label: String,
-    pub count: i64,
-    pub hint: Option<String>,
-}
-
-#[derive(Serialize)]
 pub struct SyncView {
     pub name: String,
     pub direction: String,
@@ -117,16 +111,21 @@ pub struct SyncView {
     pub lag_secs: Option<f64>,
     pub counts: puente_state::StatusCounts,
     pub total: i64,
-    pub failed: Vec<Group>,
-    pub excluded: Vec<Group>,
+    /// Failed records by category (with a hint), then excluded ones by reason.
+    pub failed: Vec<GroupRow>,
+    pub excluded: Vec<GroupRow>,
+}
+
+/// A sync of the config, or a 404 naming it.
+fn sync_def<'a>(app: &'a App, name: &str) -> ApiResult<&'a puente_engine::SyncDef> {
+    app.engine
+        .config
+        .sync(name)
+        .ok_or_else(|| ApiError::not_found(format!("no sync named {name}")))
 }
 
 pub async fn sync_view(app: &App, name: &str) -> ApiResult<SyncView> {
-    let def = app
-        .engine
-        .config
-        .sync(name)
-        .ok_or_else(|| ApiError::not_found(format!("no sync named {name}")))?;
+    let def = sync_def(app, name)?;
     let state = app.scheduler.state(name).unwrap_or_default();
     let counts = app
         .engine
@@ -134,33 +133,24 @@ pub async fn sync_view(app: &App, name: &str) -> ApiResult<SyncView> {
         .status_counts(name)
         .await
         .map_err(ApiError::internal)?;
-    let groups = app
+    let (failed, excluded) = app
         .engine
         .state
         .groups(name)
         .await
-        .map_err(ApiError::internal)?;
-    let pick = |status: &str| {
-        groups
-            .iter()
-            .filter(|g| g.status == status)
-            .map(|g| Group {
-                label: g.label.clone(),
-                count: g.count,
-                hint: g.hint.clone(),
-            })
-            .collect::<Vec<_>>()
-    };
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .partition(|g| g.status == "failed");
     Ok(SyncView {
         name: def.name.clone(),
         direction: def.direction.as_str().to_string(),
-        a: format!("{}.{}", def.a.connection, def.a.spec.object),
-        b: format!("{}.{}", def.b.connection, def.b.spec.object),
+        a: def.a.label(),
+        b: def.b.label(),
         lag_secs: state.lag_secs(Utc::now()),
         state,
         total: counts.total(),
-        failed: pick("failed"),
-        excluded: pick("excluded"),
+        failed,
+        excluded,
         counts,
     })
 }
@@ -222,9 +212,10 @@ impl RecordQuery {
     pub fn filter(&self, default_limit: Option<i64>) -> ApiResult<RecordFilter> {
         let nonempty = |s: &Option<String>| s.clone().filter(|v| !v.is_empty());
         if let Some(s) = nonempty(&self.status) {
-            if !["in_sync", "failed", "excluded", "deleted", "waiting"].contains(&s.as_str()) {
+            if !puente_state::STATUSES.contains(&s.as_str()) {
                 return Err(ApiError::bad_request(format!(
-                    "status {s:?} is not one of in_sync, failed, excluded, deleted, waiting"
+                    "status {s:?} is not one of {}",
+                    puente_state::STATUSES.join(", ")
                 )));
             }
         }
@@ -261,9 +252,7 @@ impl RecordQuery {
 
 pub async fn records(app: &App, q: &RecordQuery, limit: Option<i64>) -> ApiResult<Vec<RecordRow>> {
     if let Some(s) = q.sync.as_deref().filter(|s| !s.is_empty()) {
-        if app.engine.config.sync(s).is_none() {
-            return Err(ApiError::not_found(format!("no sync named {s}")));
-        }
+        sync_def(app, s)?;
     }
     app.engine
         .state
@@ -275,35 +264,10 @@ pub async fn records(app: &App, q: &RecordQuery, limit: Option<i64>) -> ApiResul
 /// The filtered records as CSV (the same columns as `puente records --format csv`).
 pub fn records_csv(rows: &[RecordRow]) -> ApiResult<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "sync",
-        "entry",
-        "a_id",
-        "b_id",
-        "status",
-        "category",
-        "reason",
-        "hint",
-        "deleted_on",
-        "attempts",
-        "updated_at",
-    ])
-    .map_err(ApiError::internal)?;
-    for r in rows {
-        w.write_record([
-            r.sync.as_str(),
-            &r.entry_id.to_string(),
-            r.a_id.as_deref().unwrap_or(""),
-            r.b_id.as_deref().unwrap_or(""),
-            &r.status,
-            r.category.as_deref().unwrap_or(""),
-            r.reason.as_deref().unwrap_or(""),
-            r.hint.as_deref().unwrap_or(""),
-            r.deleted_on.as_deref().unwrap_or(""),
-            &r.attempts.to_string(),
-            &r.updated_at,
-        ])
+    w.write_record(RecordRow::CSV_HEADER)
         .map_err(ApiError::internal)?;
+    for r in rows {
+        w.write_record(r.csv_fields()).map_err(ApiError::internal)?;
     }
     w.into_inner().map_err(ApiError::internal)
 }
@@ -352,11 +316,7 @@ pub struct RecordDetail {
 }
 
 pub async fn record_detail(app: &App, sync: &str, id: i64) -> ApiResult<RecordDetail> {
-    let def = app
-        .engine
-        .config
-        .sync(sync)
-        .ok_or_else(|| ApiError::not_found(format!("no sync named {sync}")))?;
+    let def = sync_def(app, sync)?;
     let st = &app.engine.state;
     let entry = st
         .entries_by_entry_ids(sync, &[id])
@@ -408,8 +368,8 @@ pub async fn record_detail(app: &App, sync: &str, id: i64) -> ApiResult<RecordDe
         entry_id: id,
         a_id: entry.a_id.clone(),
         b_id: entry.b_id.clone(),
-        a_object: format!("{}.{}", def.a.connection, def.a.spec.object),
-        b_object: format!("{}.{}", def.b.connection, def.b.spec.object),
+        a_object: def.a.label(),
+        b_object: def.b.label(),
         row,
         fields,
         history,
@@ -446,7 +406,7 @@ pub async fn retry(app: &App, sync: &str) -> ApiResult<serde_json::Value> {
         .failed;
     let report = app
         .scheduler
-        .run_once(sync, RunOptions::default())
+        .pass_now(sync)
         .await
         .map_err(ApiError::engine)?;
     let after = app
@@ -460,14 +420,13 @@ pub async fn retry(app: &App, sync: &str) -> ApiResult<serde_json::Value> {
 }
 
 pub async fn dry_run(app: &App, sync: &str) -> ApiResult<puente_engine::SyncReport> {
+    let def = sync_def(app, sync)?;
+    let opts = RunOptions {
+        dry_run: true,
+        ..RunOptions::default()
+    };
     app.scheduler
-        .run_once(
-            sync,
-            RunOptions {
-                dry_run: true,
-                ..RunOptions::default()
-            },
-        )
+        .exclusive(sync, app.engine.run(def, &opts))
         .await
         .map_err(ApiError::engine)
 }
@@ -484,24 +443,11 @@ pub async fn restore(
     side: Side,
     dry_run: bool,
 ) -> ApiResult<puente_engine::RestoreReport> {
-    let def = app
-        .engine
-        .config
-        .sync(sync)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("no sync named {sync}")))?;
-    app.engine
-        .restore(&def, side, dry_run)
+    let def = sync_def(app, sync)?;
+    app.scheduler
+        .exclusive(sync, app.engine.restore(def, side, dry_run))
         .await
         .map_err(ApiError::engine)
-}
-
-pub fn resolution(take: &str) -> Resolution {
-    match take {
-        "a" => Resolution::Take(Side::A),
-        "b" => Resolution::Take(Side::B),
-        v => Resolution::Value(Value::text(v)),
-    }
 }
 
 /// Settles a held conflict and queues a pass that applies it.
@@ -509,7 +455,7 @@ pub async fn resolve(app: &App, id: i64, take: &str) -> ApiResult<serde_json::Va
     let sync = app
         .engine
         .state
-        .resolve_conflict(id, &resolution(take))
+        .resolve_conflict(id, &Resolution::from_choice(take))
         .await
         .map_err(|e| match e {
             puente_state::StateError::NotFound(m) => ApiError::not_found(m),
@@ -583,9 +529,10 @@ async fn h_dry_run(
     Ok(Json(dry_run(&app, &name).await?))
 }
 
+/// `?side=a` or a form's `side` field.
 #[derive(Deserialize)]
-struct SideQuery {
-    side: String,
+pub struct SideQuery {
+    pub side: String,
 }
 
 async fn h_restore_review(
@@ -632,16 +579,38 @@ struct RunsQuery {
     limit: Option<i64>,
 }
 
+/// Run history, newest first (`limit` between 1 and 1,000).
+pub async fn runs(
+    app: &App,
+    sync: Option<&str>,
+    limit: i64,
+) -> ApiResult<Vec<puente_state::RunRow>> {
+    app.engine
+        .state
+        .runs(sync, limit.clamp(1, 1000))
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// The conflict inbox (`open_only`: held ones; else settled ones too).
+pub async fn conflicts(
+    app: &App,
+    sync: Option<&str>,
+    open_only: bool,
+) -> ApiResult<Vec<puente_state::ConflictRow>> {
+    app.engine
+        .state
+        .conflicts(sync.filter(|s| !s.is_empty()), open_only)
+        .await
+        .map_err(ApiError::internal)
+}
+
 async fn h_runs(
     State(app): State<App>,
     Query(q): Query<RunsQuery>,
 ) -> ApiResult<Json<Vec<puente_state::RunRow>>> {
     Ok(Json(
-        app.engine
-            .state
-            .runs(q.sync.as_deref(), q.limit.unwrap_or(50).clamp(1, 1000))
-            .await
-            .map_err(ApiError::internal)?,
+        runs(&app, q.sync.as_deref(), q.limit.unwrap_or(50)).await?,
     ))
 }
 
@@ -656,13 +625,7 @@ async fn h_conflicts(
     State(app): State<App>,
     Query(q): Query<ConflictsQuery>,
 ) -> ApiResult<Json<Vec<puente_state::ConflictRow>>> {
-    Ok(Json(
-        app.engine
-            .state
-            .conflicts(q.sync.as_deref(), !q.all)
-            .await
-            .map_err(ApiError::internal)?,
-    ))
+    Ok(Json(conflicts(&app, q.sync.as_deref(), !q.all).await?))
 }
 
 #[derive(Deserialize)]

@@ -86,20 +86,20 @@ impl Auth {
         !self.token.is_empty() && same(t, &self.token)
     }
 
-    fn open_session(&self) -> (String, String) {
+    /// A new session (with its own CSRF token); returns its id.
+    fn open_session(&self) -> String {
         let id = random_token();
-        let csrf = random_token();
         let mut s = self.sessions.lock().expect("sessions");
         let now = Instant::now();
         s.retain(|_, v| v.expires > now);
         s.insert(
             id.clone(),
             Session {
-                csrf: csrf.clone(),
+                csrf: random_token(),
                 expires: now + SESSION_TTL,
             },
         );
-        (id, csrf)
+        id
     }
 
     fn session(&self, id: &str) -> Option<String> {
@@ -157,13 +157,7 @@ fn unauthenticated(req: &Request) -> Response {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        Redirect::to(&format!(
-            "/login?next={}",
-            serde_urlencoded::to_string([("", next)])
-                .unwrap_or_default()
-                .trim_start_matches('=')
-        ))
-        .into_response()
+        Redirect::to(&format!("/login?next={}", crate::urlencode(next))).into_response()
     }
 }
 
@@ -191,49 +185,52 @@ fn cross_site(headers: &HeaderMap) -> bool {
     }
 }
 
+/// Checks a session's state-changing request: a same-site origin and the
+/// session's CSRF token, from the `X-CSRF-Token` header or a form's `csrf`
+/// field (the form body is read, bounded, and handed on unchanged).
+async fn check_csrf(req: Request, csrf: &str) -> Result<Request, Response> {
+    if cross_site(req.headers()) {
+        return Err(ApiError::forbidden("the request came from another site").into_response());
+    }
+    let (ok, req) = match req.headers().get("x-csrf-token") {
+        Some(t) => (t.to_str().is_ok_and(|t| same(t, csrf)), req),
+        None => {
+            let (parts, body) = req.into_parts();
+            let Ok(bytes) = to_bytes(body, FORM_LIMIT).await else {
+                return Err(ApiError::too_large(FORM_LIMIT).into_response());
+            };
+            let ok = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+                .ok()
+                .and_then(|f| f.into_iter().find(|(k, _)| k == "csrf"))
+                .is_some_and(|(_, v)| same(&v, csrf));
+            (ok, Request::from_parts(parts, Body::from(bytes)))
+        }
+    };
+    if ok {
+        Ok(req)
+    } else {
+        Err(ApiError::forbidden(
+            "the CSRF token is missing or wrong; reload the page and try again",
+        )
+        .into_response())
+    }
+}
+
 /// Guards every route behind it: a valid bearer token or session, and for
 /// a session's state-changing requests the CSRF token and a same-site origin.
 pub async fn require(State(app): State<App>, req: Request, next: Next) -> Response {
     let Some(caller) = app.auth.caller(req.headers()) else {
         return unauthenticated(&req);
     };
-    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD);
-    let mut req = req;
-    if unsafe_method {
-        if let Caller::Session { csrf } = &caller {
-            if cross_site(req.headers()) {
-                return ApiError::forbidden("the request came from another site").into_response();
-            }
-            let header_token = req
-                .headers()
-                .get("x-csrf-token")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let ok = match header_token {
-                Some(t) => same(&t, csrf),
-                None => {
-                    // A form post: read the body (bounded), check its field,
-                    // and hand the same bytes on.
-                    let (parts, body) = req.into_parts();
-                    let Ok(bytes) = to_bytes(body, FORM_LIMIT).await else {
-                        return ApiError::too_large(FORM_LIMIT).into_response();
-                    };
-                    let ok = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
-                        .ok()
-                        .and_then(|f| f.into_iter().find(|(k, _)| k == "csrf"))
-                        .is_some_and(|(_, v)| same(&v, csrf));
-                    req = Request::from_parts(parts, Body::from(bytes));
-                    ok
-                }
-            };
-            if !ok {
-                return ApiError::forbidden(
-                    "the CSRF token is missing or wrong; reload the page and try again",
-                )
-                .into_response();
+    let mut req = match &caller {
+        Caller::Session { csrf } if !matches!(*req.method(), Method::GET | Method::HEAD) => {
+            match check_csrf(req, csrf).await {
+                Ok(req) => req,
+                Err(refused) => return refused,
             }
         }
-    }
+        _ => req,
+    };
     req.extensions_mut().insert(caller);
     next.run(req).await
 }
@@ -310,7 +307,7 @@ async fn login(State(app): State<App>, headers: HeaderMap, Form(f): Form<LoginFo
             .unwrap_or_default();
         return Redirect::to(&format!("/login?{q}")).into_response();
     }
-    let (id, _) = app.auth.open_session();
+    let id = app.auth.open_session();
     let mut res = Redirect::to(&next).into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,

@@ -50,11 +50,12 @@ async fn receive(
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(connection = %connection, error = %e, "webhook for a connection that cannot open");
-            return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({
-                "code": "connection_unavailable", "type": "external",
-                "message": format!("connection {connection} cannot be opened; the sender should retry"),
-                "link": "/api/openapi.json#error-connection_unavailable"
-            }))).into_response();
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "connection_unavailable",
+                format!("connection {connection} cannot be opened; the sender should retry"),
+            )
+            .into_response();
         }
     };
     let push = Push {
@@ -85,16 +86,7 @@ async fn receive(
             };
             app.metrics.webhook(&connection, outcome);
             tracing::warn!(connection = %connection, error = %e, "webhook refused");
-            (
-                status,
-                Json(json!({
-                    "code": code,
-                    "type": if status == StatusCode::UNAUTHORIZED { "auth" } else { "invalid_request" },
-                    "message": e.message,
-                    "link": format!("/api/openapi.json#error-{code}"),
-                })),
-            )
-                .into_response()
+            ApiError::new(status, code, e.message).into_response()
         }
     }
 }

@@ -25,6 +25,14 @@ use tokio::sync::watch;
 pub use alerts::{Alert, AlertSettings};
 pub use auth::Auth;
 
+/// `s` as one URL component (a path segment or a query value).
+pub(crate) fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)])
+        .unwrap_or_default()
+        .trim_start_matches('=')
+        .to_string()
+}
+
 /// A fresh random admin token (64 hex digits).
 pub fn new_token() -> String {
     auth::random_token()

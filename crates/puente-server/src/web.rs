@@ -11,7 +11,7 @@ use axum::{Extension, Form, Router};
 use minijinja::{context, Environment, Value as J};
 use serde::Deserialize;
 
-use crate::api::{self, ApiError, RecordQuery};
+use crate::api::{self, ApiError, RecordQuery, SideQuery};
 use crate::auth::Caller;
 use crate::App;
 
@@ -158,25 +158,16 @@ async fn records_page(
     let mut rows = tryp!(app, caller, api::records(&app, &query, None).await);
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let qs = |offset: i64| {
-        serde_urlencoded::to_string([
-            ("sync", q.sync.clone().unwrap_or_default()),
-            ("status", q.status.clone().unwrap_or_default()),
-            ("category", q.category.clone().unwrap_or_default()),
-            ("since", q.since.clone().unwrap_or_default()),
-            ("until", q.until.clone().unwrap_or_default()),
-            ("offset", offset.to_string()),
-        ])
-        .unwrap_or_default()
-    };
-    let filter = serde_urlencoded::to_string([
-        ("sync", q.sync.clone().unwrap_or_default()),
-        ("status", q.status.clone().unwrap_or_default()),
-        ("category", q.category.clone().unwrap_or_default()),
-        ("since", q.since.clone().unwrap_or_default()),
-        ("until", q.until.clone().unwrap_or_default()),
-    ])
-    .unwrap_or_default();
+    let pairs = [
+        ("sync", &q.sync),
+        ("status", &q.status),
+        ("category", &q.category),
+        ("since", &q.since),
+        ("until", &q.until),
+    ]
+    .map(|(k, v)| (k, v.clone().unwrap_or_default()));
+    let filter = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+    let qs = |offset: i64| format!("{filter}&offset={offset}");
     let syncs: Vec<String> = app
         .engine
         .config
@@ -190,7 +181,7 @@ async fn records_page(
         "records.html",
         "records",
         context! {
-            rows, syncs, q => context! {
+            rows, syncs, statuses => puente_state::STATUSES, q => context! {
                 sync => q.sync, status => q.status, category => q.category,
                 since => q.since, until => q.until,
             },
@@ -236,56 +227,46 @@ async fn dry_run_page(
     )
 }
 
-#[derive(Deserialize)]
-struct SideQ {
-    side: String,
+/// The review screen (`done` false: exactly what a restore would recreate)
+/// or the restore's outcome.
+async fn restore_page(app: &App, caller: &Caller, name: &str, side: &str, done: bool) -> Response {
+    let s = tryp!(app, caller, api::side(side));
+    let report = tryp!(app, caller, api::restore(app, name, s, !done).await);
+    page(
+        app,
+        caller,
+        "restore.html",
+        "overview",
+        context! { sync => name, side, report, done },
+    )
 }
 
-/// The review screen: exactly what a restore would recreate.
 async fn restore_review(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Query(s): Query<SideQ>,
+    Query(s): Query<SideQuery>,
 ) -> Response {
-    let side = tryp!(app, caller, api::side(&s.side));
-    let report = tryp!(app, caller, api::restore(&app, &name, side, true).await);
-    page(
-        &app,
-        &caller,
-        "restore.html",
-        "overview",
-        context! { sync => name, side => s.side, report, done => false },
-    )
+    restore_page(&app, &caller, &name, &s.side, false).await
 }
 
 async fn restore_do(
     State(app): State<App>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Form(s): Form<SideQ>,
+    Form(s): Form<SideQuery>,
 ) -> Response {
-    let side = tryp!(app, caller, api::side(&s.side));
-    let report = tryp!(app, caller, api::restore(&app, &name, side, false).await);
-    page(
-        &app,
-        &caller,
-        "restore.html",
-        "overview",
-        context! { sync => name, side => s.side, report, done => true },
-    )
+    restore_page(&app, &caller, &name, &s.side, true).await
+}
+
+/// Back to a page, with a note of what was done.
+fn done_at(path: &str, done: &str) -> Response {
+    let q = serde_urlencoded::to_string([("done", done)]).unwrap_or_default();
+    Redirect::to(&format!("{path}?{q}")).into_response()
 }
 
 fn back(name: &str, done: &str) -> Response {
-    let q = serde_urlencoded::to_string([("done", done)]).unwrap_or_default();
-    Redirect::to(&format!("/syncs/{}?{q}", urlencode(name))).into_response()
-}
-
-fn urlencode(s: &str) -> String {
-    serde_urlencoded::to_string([("", s)])
-        .unwrap_or_default()
-        .trim_start_matches('=')
-        .to_string()
+    done_at(&format!("/syncs/{}", crate::urlencode(name)), done)
 }
 
 async fn pause_do(
@@ -359,11 +340,7 @@ async fn conflicts_page(
     let rows = tryp!(
         app,
         caller,
-        app.engine
-            .state
-            .conflicts(q.sync.as_deref().filter(|s| !s.is_empty()), q.all.is_none())
-            .await
-            .map_err(ApiError::internal)
+        api::conflicts(&app, q.sync.as_deref(), q.all.is_none()).await
     );
     page(
         &app,
@@ -391,27 +368,17 @@ async fn resolve_do(
         other => other.to_string(),
     };
     let r = tryp!(app, caller, api::resolve(&app, id, &take).await);
-    let q = serde_urlencoded::to_string([(
-        "done",
-        format!(
+    done_at(
+        "/conflicts",
+        &format!(
             "Conflict {id} settled; sync {} applies it now.",
             r["sync"].as_str().unwrap_or("")
         ),
-    )])
-    .unwrap_or_default();
-    Redirect::to(&format!("/conflicts?{q}")).into_response()
+    )
 }
 
 async fn runs_page(State(app): State<App>, Extension(caller): Extension<Caller>) -> Response {
-    let runs = tryp!(
-        app,
-        caller,
-        app.engine
-            .state
-            .runs(None, 100)
-            .await
-            .map_err(ApiError::internal)
-    );
+    let runs = tryp!(app, caller, api::runs(&app, None, 100).await);
     page(&app, &caller, "runs.html", "runs", context! { runs })
 }
 

@@ -10,5 +10,5 @@ mod store;
 
 pub use store::{
     Backend, ChangeRow, Commit, ConflictRow, EntryWrite, GroupRow, Intent, RecordFilter, RecordRow,
-    RunRow, StateError, StateStore, StatusCounts,
+    RunRow, StateError, StateStore, StatusCounts, STATUSES,
 };

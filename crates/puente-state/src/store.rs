@@ -121,6 +121,9 @@ impl StatusCounts {
     }
 }
 
+/// Every status an entry can be in (ARCHITECTURE.md: exactly one).
+pub const STATUSES: [&str; 5] = ["in_sync", "failed", "excluded", "deleted", "waiting"];
+
 #[derive(Clone, Debug, Serialize)]
 pub struct RecordRow {
     pub sync: String,
@@ -134,6 +137,42 @@ pub struct RecordRow {
     pub deleted_on: Option<String>,
     pub attempts: i64,
     pub updated_at: String,
+}
+
+impl RecordRow {
+    /// The columns of the records export (`puente records --format csv`
+    /// and the dashboard's CSV), in order.
+    pub const CSV_HEADER: [&'static str; 11] = [
+        "sync",
+        "entry",
+        "a_id",
+        "b_id",
+        "status",
+        "category",
+        "reason",
+        "hint",
+        "deleted_on",
+        "attempts",
+        "updated_at",
+    ];
+
+    /// This row's values under [`RecordRow::CSV_HEADER`].
+    pub fn csv_fields(&self) -> [String; 11] {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        [
+            self.sync.clone(),
+            self.entry_id.to_string(),
+            text(&self.a_id),
+            text(&self.b_id),
+            self.status.clone(),
+            text(&self.category),
+            text(&self.reason),
+            text(&self.hint),
+            text(&self.deleted_on),
+            self.attempts.to_string(),
+            self.updated_at.clone(),
+        ]
+    }
 }
 
 #[derive(Clone, Debug, Default)]

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::{Context, Result};
-use puente_engine::{config, Engine};
+use puente_engine::Engine;
 use puente_hubspot::sandbox::{Running, SandboxOptions};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
@@ -72,80 +72,86 @@ fields = [
 ]
 "#;
 
+/// Person `n`'s names.
+fn person(n: usize) -> (&'static str, &'static str) {
+    (FIRST[n % FIRST.len()], LAST[n % LAST.len()])
+}
+
+/// Person `n`'s e-mail at `domain`: `first.last{n}@domain`, lower-case.
+fn email(n: usize, domain: &str) -> String {
+    let (f, l) = person(n);
+    format!("{}.{}{n}@{domain}", f.to_lowercase(), l.to_lowercase())
+}
+
+/// One call to the CRM sandbox.
+async fn crm_call(
+    crm: &Running,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    crm.call(method, path, body)
+        .await
+        .map_err(|e| anyhow::anyhow!("the CRM sandbox: {e}"))
+}
+
 /// The CRM's own contacts: 30 people the shop also has (e-mails written
 /// in capitals, to be matched, not duplicated) and 20 only the CRM knows.
 async fn seed_crm(crm: &Running) -> Result<()> {
-    let mut inputs = Vec::new();
-    for i in 0..50usize {
-        let shop = i < 30;
-        let n = if shop { 200 + i } else { 1000 + i };
-        let (f, l) = (FIRST[n % FIRST.len()], LAST[n % LAST.len()]);
-        let email = if shop {
-            format!("{}.{}{}@EXAMPLE.com", f.to_uppercase(), l.to_lowercase(), n)
-        } else {
-            format!("{}.{}{}@example.org", f.to_lowercase(), l.to_lowercase(), n)
-        };
-        inputs.push(serde_json::json!({ "properties": {
-            "email": email, "firstname": f, "lastname": l,
-            "lifecyclestage": if i % 3 == 0 { "customer" } else { "lead" },
-        }}));
-    }
-    crm.call(
+    let inputs: Vec<_> = (0..50usize)
+        .map(|i| {
+            let (n, email) = if i < 30 {
+                (200 + i, email(200 + i, "example.com").to_uppercase())
+            } else {
+                (1000 + i, email(1000 + i, "example.org"))
+            };
+            let (f, l) = person(n);
+            serde_json::json!({ "properties": {
+                "email": email, "firstname": f, "lastname": l,
+                "lifecyclestage": if i % 3 == 0 { "customer" } else { "lead" },
+            }})
+        })
+        .collect();
+    crm_call(
+        crm,
         reqwest::Method::POST,
         "/crm/v3/objects/contacts/batch/create",
         Some(serde_json::json!({ "inputs": inputs })),
     )
-    .await
-    .map_err(|e| anyhow::anyhow!("seeding the CRM sandbox: {e}"))?;
+    .await?;
     Ok(())
 }
 
 /// Edits in the CRM between passes: a conflict with the shop, a change the
 /// shop takes, and a deleted contact.
 async fn edit_crm(crm: &Running) -> Result<()> {
-    let id = |email: &str| {
-        let email = email.to_string();
-        async move {
-            let v = crm
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/crm/v3/objects/contacts/{email}?idProperty=email"),
-                    None,
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            anyhow::Ok(v["id"].as_str().unwrap_or_default().to_string())
-        }
+    let contact = |email: String| async move {
+        let id = crm
+            .contact_id(&email)
+            .await
+            .map_err(|e| anyhow::anyhow!("the CRM sandbox: {e}"))?;
+        anyhow::Ok(format!("/crm/v3/objects/contacts/{id}"))
     };
-    let patch = |id: String, props: serde_json::Value| async move {
-        crm.call(
-            reqwest::Method::PATCH,
-            &format!("/crm/v3/objects/contacts/{id}"),
-            Some(serde_json::json!({ "properties": props })),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
-    };
-    let email = |n: usize, domain: &str| {
-        format!(
-            "{}.{}{n}@{domain}",
-            FIRST[n % FIRST.len()].to_lowercase(),
-            LAST[n % LAST.len()].to_lowercase()
-        )
-    };
+    let patch = |props: serde_json::Value| Some(serde_json::json!({ "properties": props }));
     // The shop renames customer 201 too (see `edit`): the shop wins.
-    let c201 = id(&email(200, "example.com")).await?;
-    patch(c201, serde_json::json!({ "lastname": "Silva (CRM)" })).await?;
-    let c205 = id(&email(204, "example.com")).await?;
-    patch(c205, serde_json::json!({ "firstname": "Freya-Marie" })).await?;
-    let gone = id(&email(1040, "example.org")).await?;
-    crm.call(
-        reqwest::Method::DELETE,
-        &format!("/crm/v3/objects/contacts/{gone}"),
-        None,
+    let c201 = contact(email(200, "example.com")).await?;
+    crm_call(
+        crm,
+        reqwest::Method::PATCH,
+        &c201,
+        patch(serde_json::json!({ "lastname": "Silva (CRM)" })),
     )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .await?;
+    let c205 = contact(email(204, "example.com")).await?;
+    crm_call(
+        crm,
+        reqwest::Method::PATCH,
+        &c205,
+        patch(serde_json::json!({ "firstname": "Freya-Marie" })),
+    )
+    .await?;
+    let gone = contact(email(1040, "example.org")).await?;
+    crm_call(crm, reqwest::Method::DELETE, &gone, None).await?;
     Ok(())
 }
 
@@ -205,10 +211,10 @@ async fn seed(dir: &Path) -> Result<()> {
     // 240 customers in the shop, 160 clients in the books; 60 people are in
     // both (written differently: upper-case e-mails, other first names).
     for i in 0..240 {
-        let (f, l) = (FIRST[i % FIRST.len()], LAST[i % LAST.len()]);
+        let (f, l) = person(i);
         let email = match i {
             7 => "not-an-email".to_string(),
-            _ => format!("{}.{}{}@example.com", f.to_lowercase(), l.to_lowercase(), i),
+            _ => email(i, "example.com"),
         };
         let stage = if i == 11 {
             "vip"
@@ -321,15 +327,7 @@ pub async fn run(dir: &Path, opts: DemoOptions) -> Result<ExitCode> {
     );
     println!("Config: {}\n", cfg_path.display());
 
-    let cfg = config::load(&cfg_path).map_err(|d| {
-        anyhow::anyhow!(
-            "{}",
-            d.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let cfg = crate::load(&cfg_path)?;
     let (token, generated) = crate::serve::admin_token(&cfg);
     let serve_opts = crate::serve::options(&cfg, token.clone());
     let engine = Engine::open(cfg).await?;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use puente_core::{Side, Value};
+use puente_core::Side;
 use puente_engine::{config, Engine, Progress, RunOptions};
 use puente_plan::Resolution;
 use puente_state::RecordFilter;
@@ -81,7 +81,7 @@ enum Command {
     Records {
         #[arg(long)]
         sync: Option<String>,
-        #[arg(long, value_parser = ["in_sync", "failed", "excluded", "deleted", "waiting"])]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(puente_state::STATUSES))]
         status: Option<String>,
         #[arg(long)]
         category: Option<String>,
@@ -356,12 +356,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
                 Some(ConflictAction::Resolve { id, take }) => {
-                    let res = match take.as_str() {
-                        "a" => Resolution::Take(Side::A),
-                        "b" => Resolution::Take(Side::B),
-                        v => Resolution::Value(Value::text(v)),
-                    };
-                    let sync_name = e.state.resolve_conflict(id, &res).await?;
+                    let sync_name = e
+                        .state
+                        .resolve_conflict(id, &Resolution::from_choice(&take))
+                        .await?;
                     println!("conflict {id} settled; applying it with a run of {sync_name}");
                     let (reports, failures) = crate::sync(&e, &[sync_name], false, false).await?;
                     output::print_reports(&reports);

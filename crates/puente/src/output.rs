@@ -127,33 +127,9 @@ pub fn records_table(rows: &[RecordRow]) {
 
 pub fn records_csv(rows: &[RecordRow], w: impl std::io::Write) -> Result<()> {
     let mut w = csv::Writer::from_writer(w);
-    w.write_record([
-        "sync",
-        "entry",
-        "a_id",
-        "b_id",
-        "status",
-        "category",
-        "reason",
-        "hint",
-        "deleted_on",
-        "attempts",
-        "updated_at",
-    ])?;
+    w.write_record(RecordRow::CSV_HEADER)?;
     for r in rows {
-        w.write_record([
-            r.sync.as_str(),
-            &r.entry_id.to_string(),
-            r.a_id.as_deref().unwrap_or(""),
-            r.b_id.as_deref().unwrap_or(""),
-            &r.status,
-            r.category.as_deref().unwrap_or(""),
-            r.reason.as_deref().unwrap_or(""),
-            r.hint.as_deref().unwrap_or(""),
-            r.deleted_on.as_deref().unwrap_or(""),
-            &r.attempts.to_string(),
-            &r.updated_at,
-        ])?;
+        w.write_record(r.csv_fields())?;
     }
     w.flush()?;
     Ok(())

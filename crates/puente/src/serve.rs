@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use puente_engine::config::Config;
 use puente_engine::Engine;
-use puente_server::{AlertSettings, ServeOptions};
+use puente_server::ServeOptions;
 
 /// The address used when neither `--listen` nor `[serve] listen` names one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7300";
@@ -25,21 +25,10 @@ pub fn admin_token(cfg: &Config) -> (String, bool) {
 }
 
 pub fn options(cfg: &Config, token: String) -> ServeOptions {
-    let a = &cfg.serve.alerts;
-    let d = AlertSettings::default();
     ServeOptions {
         admin_token: token,
         public_url: cfg.serve.public_url.clone(),
-        alerts: AlertSettings {
-            webhook_url: a.webhook_url.clone(),
-            smtp_url: a.smtp_url.clone(),
-            email_from: a.email_from.clone(),
-            email_to: a.email_to.clone(),
-            connection_down_secs: a.connection_down_secs.unwrap_or(d.connection_down_secs),
-            failure_rate: a.failure_rate.unwrap_or(d.failure_rate),
-            budget_share: a.budget_share.unwrap_or(d.budget_share),
-            ..d
-        },
+        alerts: cfg.serve.alerts.clone(),
     }
 }
 

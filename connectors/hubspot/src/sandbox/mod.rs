@@ -99,6 +99,18 @@ impl Default for SandboxOptions {
     }
 }
 
+impl SandboxOptions {
+    /// Limits high enough never to throttle (trials and tests that measure
+    /// something else than rate limiting).
+    pub fn unthrottled() -> Self {
+        SandboxOptions {
+            rate_limit_per_10s: 100_000,
+            search_per_sec: 10_000,
+            ..SandboxOptions::default()
+        }
+    }
+}
+
 /// What the sandbox has served, for tests and benchmarks.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -428,6 +440,41 @@ impl Running {
             }
             return Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null));
         }
+    }
+
+    /// Every record of an object type (all pages), with these properties.
+    pub async fn all(&self, ty: &str, properties: &str) -> Result<Vec<serde_json::Value>, String> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let v = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/crm/v3/objects/{ty}?limit=100&properties={properties}{after}"),
+                    None,
+                )
+                .await?;
+            out.extend(v["results"].as_array().into_iter().flatten().cloned());
+            match v.pointer("/paging/next/after").and_then(|a| a.as_str()) {
+                Some(a) => after = format!("&after={a}"),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The id of the contact with this e-mail.
+    pub async fn contact_id(&self, email: &str) -> Result<String, String> {
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/crm/v3/objects/contacts/{email}?idProperty=email"),
+                None,
+            )
+            .await?;
+        v["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("no id for {email}: {v}"))
     }
 
     /// Points the app's webhooks at `target_url` and subscribes to events:

@@ -19,57 +19,25 @@ const HS_ROWS: i64 = 100;
 const RUNS: usize = 5;
 
 async fn hubspot_emails(sb: &Running) -> BTreeMap<String, usize> {
-    let http = reqwest::Client::new();
     let mut out: BTreeMap<String, usize> = BTreeMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut url = format!(
-            "{}/crm/v3/objects/contacts?limit=100&properties=email",
-            sb.url
-        );
-        if let Some(a) = &after {
-            url.push_str(&format!("&after={a}"));
-        }
-        let v: J = http
-            .get(url)
-            .bearer_auth(sb.token())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for c in v["results"].as_array().unwrap() {
-            *out.entry(c["properties"]["email"].as_str().unwrap_or("").to_string())
-                .or_default() += 1;
-        }
-        after = v
-            .pointer("/paging/next/after")
-            .and_then(J::as_str)
-            .map(str::to_string);
-        if after.is_none() {
-            return out;
-        }
+    for c in sb.all("contacts", "email").await.unwrap() {
+        *out.entry(c["properties"]["email"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
     }
+    out
 }
 
 async fn trial(share: f64) -> String {
-    let sb = Running::start(SandboxOptions {
-        rate_limit_per_10s: 100_000,
-        search_per_sec: 10_000,
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
-    let http = reqwest::Client::new();
+    let sb = Running::start(SandboxOptions::unthrottled()).await.unwrap();
     for chunk in (0..HS_ROWS).collect::<Vec<_>>().chunks(100) {
         let inputs: Vec<J> = chunk.iter().map(|i| json!({"properties": {"email": format!("hs{i}@example.com"), "firstname": "Hub"}})).collect();
-        http.post(format!("{}/crm/v3/objects/contacts/batch/create", sb.url))
-            .bearer_auth(sb.token())
-            .json(&json!({"inputs": inputs}))
-            .send()
-            .await
-            .unwrap();
+        sb.call(
+            reqwest::Method::POST,
+            "/crm/v3/objects/contacts/batch/create",
+            Some(json!({"inputs": inputs})),
+        )
+        .await
+        .unwrap();
     }
     let pg = Db::pg().await;
     pg.contacts("people", 1, PG_ROWS, false).await;
@@ -175,14 +143,12 @@ fields = [{{ a = "email", b = "email" }}, {{ a = "first_name", b = "firstname" }
             "SELECT COUNT(*) AS x FROM people WHERE first_name = '{last}'"
         ))
         .await;
-    let found: J = http
-        .post(format!("{}/crm/v3/objects/contacts/search", sb.url))
-        .bearer_auth(sb.token())
-        .json(&json!({"filterGroups": [{"filters": [{"propertyName": "firstname", "operator": "EQ", "value": last}]}], "limit": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let found = sb
+        .call(
+            reqwest::Method::POST,
+            "/crm/v3/objects/contacts/search",
+            Some(json!({"filterGroups": [{"filters": [{"propertyName": "firstname", "operator": "EQ", "value": last}]}], "limit": 1})),
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -17,33 +17,12 @@ use serde_json::{json, Value as J};
 use crate::fixtures::{Db, Pair};
 
 /// Calls the sandbox's API as any HubSpot client would.
-struct Api {
-    url: String,
-    token: String,
-    http: reqwest::Client,
-}
+struct Api<'a>(&'a Running);
 
-impl Api {
+impl Api<'_> {
     /// One call; a 429 (the search limit is 5 a second) waits and retries.
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<J>) -> J {
-        loop {
-            let mut r = self
-                .http
-                .request(method.clone(), format!("{}{path}", self.url))
-                .bearer_auth(&self.token);
-            if let Some(b) = &body {
-                r = r.json(b);
-            }
-            let resp = r.send().await.unwrap();
-            let status = resp.status();
-            let text = resp.text().await.unwrap();
-            if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                tokio::time::sleep(Duration::from_millis(1100)).await;
-                continue;
-            }
-            assert!(status.is_success(), "{path}: {status} {text}");
-            return serde_json::from_str(&text).unwrap_or(J::Null);
-        }
+        self.0.call(method, path, body).await.unwrap()
     }
 
     async fn create(&self, ty: &str, props: J) -> String {
@@ -190,11 +169,7 @@ async fn receive(
 #[tokio::test(flavor = "multi_thread")]
 async fn hubspot_and_postgres_stay_in_sync_both_ways() {
     let sb = Running::start(SandboxOptions::default()).await.unwrap();
-    let api = Api {
-        url: sb.url.clone(),
-        token: sb.token().to_string(),
-        http: reqwest::Client::new(),
-    };
+    let api = Api(&sb);
     let pg = Db::pg().await;
     pg.exec("CREATE TABLE accounts (id SERIAL PRIMARY KEY, name TEXT NOT NULL, website TEXT UNIQUE, updated_at TIMESTAMPTZ NOT NULL DEFAULT now())").await;
     pg.exec("CREATE TABLE people (id SERIAL PRIMARY KEY, email TEXT UNIQUE, first_name TEXT, last_name TEXT, account_id INT REFERENCES accounts(id), updated_at TIMESTAMPTZ NOT NULL DEFAULT now())").await;
@@ -433,15 +408,9 @@ async fn hubspot_and_postgres_stay_in_sync_both_ways() {
             uri: hook_url.clone(),
         });
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let dev = format!("?hapikey={}", sb.sandbox.opts.developer_key);
-    let app_id = sb.sandbox.opts.app_id;
-    api.call(
-        reqwest::Method::PUT,
-        &format!("/webhooks/v3/{app_id}/settings{dev}"),
-        Some(json!({"targetUrl": hook_url})),
-    )
-    .await;
-    api.call(reqwest::Method::POST, &format!("/webhooks/v3/{app_id}/subscriptions{dev}"), Some(json!({"eventType": "contact.propertyChange", "propertyName": "lastname", "active": true}))).await;
+    sb.subscribe(&hook_url, &[("contact.propertyChange", Some("lastname"))])
+        .await
+        .unwrap();
     sb.sandbox.set_search_lag(Duration::from_secs(3600));
     api.update("contacts", &ann, json!({"lastname": "Hooked"}))
         .await;
@@ -468,11 +437,7 @@ async fn hubspot_and_postgres_stay_in_sync_both_ways() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_into_hubspot_fails_alone_and_awkward_values_arrive_intact() {
     let sb = Running::start(SandboxOptions::default()).await.unwrap();
-    let api = Api {
-        url: sb.url.clone(),
-        token: sb.token().to_string(),
-        http: reqwest::Client::new(),
-    };
+    let api = Api(&sb);
     let pg = Db::pg().await;
     let long = "x".repeat(70_000);
     pg.exec(&format!(

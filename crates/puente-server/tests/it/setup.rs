@@ -183,16 +183,7 @@ fields = [
 
     /// The sandbox id of the contact with this e-mail.
     pub async fn hubspot_id(&self, email: &str) -> String {
-        let v = self
-            .sandbox
-            .call(
-                reqwest::Method::GET,
-                &format!("/crm/v3/objects/contacts/{email}?idProperty=email"),
-                None,
-            )
-            .await
-            .unwrap();
-        v["id"].as_str().unwrap().to_string()
+        self.sandbox.contact_id(email).await.unwrap()
     }
 
     pub async fn set_hubspot(&self, id: &str, props: J) {

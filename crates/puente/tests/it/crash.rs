@@ -60,6 +60,31 @@ fields = [
 
 /// Runs `puente sync`, killing it after `kill_after` when given. Returns
 /// how long it ran and whether it finished by itself.
+/// Trials to run: `PUENTE_CRASH_TRIALS`, else `default`.
+pub fn trials(default: usize) -> usize {
+    std::env::var("PUENTE_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `puente status --json`: the sync's `expected` entries are all in sync.
+pub fn assert_all_in_sync(config: &Path, expected: usize, trial: usize) {
+    let check = Command::new(bin())
+        .args(["--config", config.to_str().unwrap(), "status", "--json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(
+        status["syncs"][0]["in_sync"], expected as i64,
+        "trial {trial}: {status}"
+    );
+    assert_eq!(
+        status["syncs"][0]["total"], expected as i64,
+        "trial {trial}: {status}"
+    );
+}
+
 pub fn sync(config: &Path, kill_after: Option<Duration>) -> (Duration, bool) {
     let started = Instant::now();
     let mut child = Command::new(bin())
@@ -195,27 +220,12 @@ async fn trial(n: usize, kill_at: [Duration; 2]) {
         .count();
     assert_eq!(edits_a, edited_a, "trial {n}: edits made on a were lost");
     assert_eq!(edits_b, edited_b, "trial {n}: edits made on b were lost");
-    let check = Command::new(bin())
-        .args(["--config", config.to_str().unwrap(), "status", "--json"])
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
-    assert_eq!(
-        status["syncs"][0]["in_sync"], expected as i64,
-        "trial {n}: {status}"
-    );
-    assert_eq!(
-        status["syncs"][0]["total"], expected as i64,
-        "trial {n}: {status}"
-    );
+    assert_all_in_sync(&config, expected, n);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_runs_lose_nothing_and_duplicate_nothing() {
-    let trials: usize = std::env::var("PUENTE_CRASH_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let trials = trials(20);
     // How long an unkilled initial run takes here, to spread the kills over it.
     let a = Db::pg().await;
     let b = Db::mysql().await;

@@ -15,7 +15,7 @@ use puente_testkit::Db;
 use rand::Rng;
 use serde_json::{json, Value as J};
 
-use crate::crash::sync;
+use crate::crash::{assert_all_in_sync, sync, trials};
 
 const ROWS: i64 = 600;
 const OVERLAP: i64 = 150;
@@ -58,60 +58,32 @@ fields = [
 }
 
 async fn api(sb: &Running, path: &str, body: J) -> J {
-    let r = reqwest::Client::new()
-        .post(format!("{}{path}", sb.url))
-        .bearer_auth(sb.token())
-        .json(&body)
-        .send()
+    sb.call(reqwest::Method::POST, path, Some(body))
         .await
-        .unwrap();
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.unwrap_or(J::Null)
+        .unwrap()
 }
 
 /// HubSpot's contacts as email → "first|last", failing on a duplicate.
 async fn hubspot_table(sb: &Running) -> BTreeMap<String, String> {
-    let http = reqwest::Client::new();
     let mut out = BTreeMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut url = format!(
-            "{}/crm/v3/objects/contacts?limit=100&properties=email,firstname,lastname",
-            sb.url
+    for c in sb
+        .all("contacts", "email,firstname,lastname")
+        .await
+        .unwrap()
+    {
+        let p = &c["properties"];
+        let email = p["email"].as_str().unwrap_or("").to_string();
+        let row = format!(
+            "{}|{}",
+            p["firstname"].as_str().unwrap_or(""),
+            p["lastname"].as_str().unwrap_or("")
         );
-        if let Some(a) = &after {
-            url.push_str(&format!("&after={a}"));
-        }
-        let v: J = http
-            .get(url)
-            .bearer_auth(sb.token())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for c in v["results"].as_array().unwrap() {
-            let p = &c["properties"];
-            let email = p["email"].as_str().unwrap_or("").to_string();
-            let row = format!(
-                "{}|{}",
-                p["firstname"].as_str().unwrap_or(""),
-                p["lastname"].as_str().unwrap_or("")
-            );
-            assert!(
-                out.insert(email.clone(), row).is_none(),
-                "{email} exists twice in HubSpot"
-            );
-        }
-        after = v
-            .pointer("/paging/next/after")
-            .and_then(J::as_str)
-            .map(str::to_string);
-        if after.is_none() {
-            return out;
-        }
+        assert!(
+            out.insert(email.clone(), row).is_none(),
+            "{email} exists twice in HubSpot"
+        );
     }
+    out
 }
 
 async fn pg_table(db: &Db) -> BTreeMap<String, String> {
@@ -191,13 +163,7 @@ async fn edit(pg: &Db, sb: &Running, trial: usize) -> (usize, usize) {
 }
 
 async fn trial(n: usize, kill_at: [Duration; 2]) {
-    let sb = Running::start(SandboxOptions {
-        rate_limit_per_10s: 100_000,
-        search_per_sec: 10_000,
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
+    let sb = Running::start(SandboxOptions::unthrottled()).await.unwrap();
     let pg = Db::pg().await;
     pg.contacts("people", 1, ROWS, false).await;
     seed_hubspot(&sb).await;
@@ -247,35 +213,14 @@ async fn trial(n: usize, kill_at: [Duration; 2]) {
         edits_b, edited_b,
         "trial {n}: edits made in HubSpot were lost"
     );
-    let check = std::process::Command::new(crate::crash::bin())
-        .args(["--config", config.to_str().unwrap(), "status", "--json"])
-        .output()
-        .unwrap();
-    let status: J = serde_json::from_slice(&check.stdout).unwrap();
-    assert_eq!(
-        status["syncs"][0]["in_sync"], expected as i64,
-        "trial {n}: {status}"
-    );
-    assert_eq!(
-        status["syncs"][0]["total"], expected as i64,
-        "trial {n}: {status}"
-    );
+    assert_all_in_sync(&config, expected, n);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_runs_against_hubspot_lose_nothing_and_duplicate_nothing() {
-    let trials: usize = std::env::var("PUENTE_CRASH_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+    let trials = trials(8);
     // How long an unkilled initial run takes, to spread the kills over it.
-    let sb = Running::start(SandboxOptions {
-        rate_limit_per_10s: 100_000,
-        search_per_sec: 10_000,
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
+    let sb = Running::start(SandboxOptions::unthrottled()).await.unwrap();
     let pg = Db::pg().await;
     pg.contacts("people", 1, ROWS, false).await;
     seed_hubspot(&sb).await;
