@@ -48,6 +48,9 @@ pub struct Settings {
     /// Requests per 10 s to start from (corrected by HubSpot's headers).
     pub rate_limit_per_10s: u32,
     pub search_per_sec: u32,
+    /// Where OAuth access tokens outlive the process (sealed in the state
+    /// store by the engine).
+    pub token_cache: Option<Arc<dyn puente_core::TokenCache>>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -62,6 +65,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("rate_limit_per_10s", &self.rate_limit_per_10s)
             .field("search_per_sec", &self.search_per_sec)
+            .field("token_cache", &self.token_cache.is_some())
             .finish()
     }
 }
@@ -77,6 +81,7 @@ impl Settings {
             webhook_secret: None,
             rate_limit_per_10s: 100,
             search_per_sec: 5,
+            token_cache: None,
         }
     }
 }
@@ -148,9 +153,10 @@ impl Client {
             Some("x-hubspot-ratelimit-daily-remaining"),
             Some("x-hubspot-ratelimit-daily"),
         );
+        let http = HttpClient::new(policy(), &settings.base_url);
         Client {
             settings,
-            http: HttpClient::new(policy()),
+            http,
             burst,
             search,
             daily,
@@ -191,6 +197,25 @@ impl Client {
             } => (client_id, client_secret, refresh_token),
         };
         let mut access = self.access.lock().await;
+        // Whose token a cached one is: a changed app or refresh token (a
+        // re-authorization, maybe of another account) must not reuse it.
+        let owner = {
+            use sha2::Digest;
+            let d = sha2::Sha256::new()
+                .chain_update(client_id.as_bytes())
+                .chain_update([0])
+                .chain_update(refresh_token.as_bytes())
+                .finalize();
+            d[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        if access.is_none() && !force_refresh {
+            if let Some(cache) = &self.settings.token_cache {
+                *access = cached_token(cache.load().await.as_deref(), &owner);
+            }
+        }
         if let Some((t, exp)) = access.as_ref() {
             if !force_refresh && *exp > Instant::now() + Duration::from_secs(300) {
                 return Ok(t.clone());
@@ -248,6 +273,14 @@ impl Client {
             .to_string();
         let ttl = v.get("expires_in").and_then(J::as_u64).unwrap_or(1800);
         *access = Some((token.clone(), Instant::now() + Duration::from_secs(ttl)));
+        if let Some(cache) = &self.settings.token_cache {
+            let entry = serde_json::json!({
+                "access_token": token,
+                "expires_at": unix_now() + ttl,
+                "owner": owner,
+            });
+            cache.store(&entry.to_string()).await;
+        }
         Ok(token)
     }
 
@@ -414,4 +447,31 @@ pub fn failure(e: &J, record: &str) -> Failure {
         "INVALID_AUTHENTICATION" | "EXPIRED_AUTHENTICATION" => Failure::new(FailureCategory::Auth, msg),
         _ => Failure::new(FailureCategory::Server, msg),
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A cached access token of `owner`'s, if it has more than five minutes
+/// left.
+fn cached_token(cached: Option<&str>, owner: &str) -> Option<(String, Instant)> {
+    let v: J = serde_json::from_str(cached?).ok()?;
+    if v.get("owner").and_then(J::as_str) != Some(owner) {
+        return None;
+    }
+    let token = v.get("access_token").and_then(J::as_str)?;
+    let left = v
+        .get("expires_at")
+        .and_then(J::as_u64)?
+        .checked_sub(unix_now())?;
+    (left > 300).then(|| {
+        (
+            token.to_string(),
+            Instant::now() + Duration::from_secs(left),
+        )
+    })
 }

@@ -72,11 +72,18 @@ pub enum Pool {
 }
 
 impl Pool {
-    pub async fn connect(flavor: Flavor, url: &str) -> Result<Pool, sqlx::Error> {
+    pub async fn connect(
+        flavor: Flavor,
+        url: &str,
+        lock_timeout: Duration,
+    ) -> Result<Pool, sqlx::Error> {
         let timeout = Duration::from_secs(15);
+        let lock_ms = lock_timeout.as_millis().max(1);
         Ok(match flavor {
             Flavor::Postgres => {
-                let o = PgConnectOptions::from_str(url)?.disable_statement_logging();
+                let o = PgConnectOptions::from_str(url)?
+                    .options([("lock_timeout", format!("{lock_ms}ms"))])
+                    .disable_statement_logging();
                 // One direct attempt first: a refused or rejected connection
                 // fails at once instead of after the pool's retries.
                 o.connect().await?;
@@ -92,10 +99,22 @@ impl Pool {
                 let url = url.replacen("mariadb://", "mysql://", 1);
                 let o = MySqlConnectOptions::from_str(&url)?.disable_statement_logging();
                 o.connect().await?;
+                // InnoDB counts whole seconds.
+                let lock_secs = lock_timeout.as_secs().max(1);
                 Pool::My(
                     MySqlPoolOptions::new()
                         .max_connections(4)
                         .acquire_timeout(timeout)
+                        .after_connect(move |conn, _| {
+                            Box::pin(async move {
+                                sqlx::query(&format!(
+                                    "SET SESSION innodb_lock_wait_timeout = {lock_secs}"
+                                ))
+                                .execute(conn)
+                                .await?;
+                                Ok(())
+                            })
+                        })
                         .connect_with(o)
                         .await?,
                 )
@@ -103,7 +122,7 @@ impl Pool {
             Flavor::Sqlite => {
                 let o = SqliteConnectOptions::from_str(url)?
                     .journal_mode(SqliteJournalMode::Wal)
-                    .busy_timeout(Duration::from_secs(10))
+                    .busy_timeout(lock_timeout)
                     .disable_statement_logging();
                 Pool::Lite(
                     SqlitePoolOptions::new()

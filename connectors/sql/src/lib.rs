@@ -26,15 +26,26 @@ pub struct SqlConnector {
 }
 
 impl SqlConnector {
-    /// Connects to `url` (`postgres://`, `mysql://`/`mariadb://`, `sqlite://`).
+    /// Connects to `url` (`postgres://`, `mysql://`/`mariadb://`, `sqlite://`)
+    /// with the default lock timeout.
     pub async fn connect(url: &str) -> Result<SqlConnector, ConnectorError> {
+        SqlConnector::connect_with(url, DEFAULT_LOCK_TIMEOUT).await
+    }
+
+    /// Connects; a statement waiting longer than `lock_timeout` for a lock
+    /// another transaction holds gives up, so one locked row fails alone
+    /// instead of stalling the run.
+    pub async fn connect_with(
+        url: &str,
+        lock_timeout: std::time::Duration,
+    ) -> Result<SqlConnector, ConnectorError> {
         let flavor = Flavor::from_url(url).ok_or_else(|| {
             ConnectorError::config(format!(
                 "{}: not a database url; expected postgres://, mysql:// or sqlite://",
                 redact(url)
             ))
         })?;
-        let pool = Pool::connect(flavor, url)
+        let pool = Pool::connect(flavor, url, lock_timeout)
             .await
             .map_err(|e| error::connect_error(&redact(url), e))?;
         let returning = match &pool {
@@ -59,6 +70,9 @@ impl SqlConnector {
         self.flavor
     }
 }
+
+/// How long a statement waits for a row or table lock by default.
+pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The URL with any password replaced, for messages.
 pub fn redact(url: &str) -> String {

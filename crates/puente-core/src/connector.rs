@@ -135,15 +135,15 @@ pub trait Connector: Send + Sync {
     /// Discovers an object's schema and returns a handle to read and write it.
     async fn open(&self, spec: &ObjectSpec) -> Result<Arc<dyn Object>, ConnectorError>;
 
-    /// Takes a notification the system pushed: verifies it, and remembers
-    /// the records it names so the next read looks at them (DESIGN.md: a
-    /// notification only says "look at record X soon"). Returns how many
-    /// events were taken.
     /// API usage, for connectors that call a rate-limited API.
     fn usage(&self) -> Option<Usage> {
         None
     }
 
+    /// Takes a notification the system pushed: verifies it, and remembers
+    /// the records it names so the next read looks at them (DESIGN.md: a
+    /// notification only says "look at record X soon"). Returns how many
+    /// events were taken.
     async fn accept_push(&self, push: &Push) -> Result<usize, ConnectorError> {
         let _ = push;
         Err(ConnectorError::config(format!(
@@ -196,4 +196,13 @@ pub trait Object: Send + Sync {
     /// Applies a batch; one outcome per operation, in order. A failure of
     /// one operation never fails its neighbours.
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, ConnectorError>;
+}
+
+/// Where a connector keeps a credential it obtained itself (an OAuth access
+/// token) between processes. The engine's implementation seals it in the
+/// state store; without one, such tokens live in memory only.
+#[async_trait]
+pub trait TokenCache: Send + Sync {
+    async fn load(&self) -> Option<String>;
+    async fn store(&self, value: &str);
 }

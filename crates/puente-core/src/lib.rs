@@ -11,8 +11,8 @@ mod schema;
 mod value;
 
 pub use connector::{
-    Capabilities, ChangeDetection, Connector, Cursor, Object, ObjectSpec, Page, Push, Usage,
-    WriteOp, WriteOutcome,
+    Capabilities, ChangeDetection, Connector, Cursor, Object, ObjectSpec, Page, Push, TokenCache,
+    Usage, WriteOp, WriteOutcome,
 };
 pub use error::{ConnectorError, ErrorKind, Failure, FailureCategory};
 pub use record::{Fields, Record};

@@ -39,8 +39,29 @@ impl fmt::Display for Diagnostic {
 #[serde(untagged)]
 pub enum Secret {
     Inline(String),
-    Env { env: String },
-    File { file: PathBuf },
+    Env {
+        env: String,
+    },
+    File {
+        file: PathBuf,
+    },
+    /// Sealed in the state store (`puente secrets set NAME`).
+    Vault {
+        vault: String,
+    },
+}
+
+/// Where the secret key comes from when `[state] key` does not say.
+pub const KEY_ENV: &str = "PUENTE_SECRET_KEY";
+pub const KEY_FILE_ENV: &str = "PUENTE_SECRET_KEY_FILE";
+
+/// The vault's secrets a config refers to, opened before the config is
+/// checked (checking is synchronous; the store is not).
+#[derive(Default)]
+pub struct VaultSnapshot {
+    opened: BTreeMap<String, Result<String, String>>,
+    /// Why nothing could be opened (no key, no store), if so.
+    unavailable: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,12 +97,15 @@ pub struct RawAlerts {
     pub connection_down_secs: Option<u64>,
     pub failure_rate: Option<f64>,
     pub budget_share: Option<f64>,
+    pub check_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawState {
-    pub url: Spanned<Secret>,
+    pub url: Option<Spanned<Secret>>,
+    /// The key that seals the vault: `{ env = … }` or `{ file = … }`.
+    pub key: Option<Spanned<Secret>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +125,9 @@ pub struct RawConnection {
     /// The secret incoming webhooks are signed with.
     pub webhook_secret: Option<Spanned<Secret>>,
     pub rate_limit_per_10s: Option<u32>,
+    /// SQL connections: how long a write waits for a lock another
+    /// transaction holds before its row fails (default 10).
+    pub lock_timeout_secs: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -176,11 +203,42 @@ fn yes() -> bool {
 }
 
 /// How a connection reaches its system, secrets resolved.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum ConnectionDef {
-    Sql { kind: String, url: String },
-    Csv { dir: PathBuf },
+    Sql {
+        kind: String,
+        url: String,
+        lock_timeout: std::time::Duration,
+    },
+    Csv {
+        dir: PathBuf,
+    },
     HubSpot(puente_hubspot::Settings),
+}
+
+impl fmt::Debug for ConnectionDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets never reach a log: the URL's password is masked.
+        match self {
+            ConnectionDef::Sql {
+                kind,
+                url,
+                lock_timeout,
+            } => f
+                .debug_struct("Sql")
+                .field("kind", kind)
+                .field("url", &puente_sql::redact(url))
+                .field("lock_timeout", lock_timeout)
+                .finish(),
+            ConnectionDef::Csv { dir } => f.debug_struct("Csv").field("dir", dir).finish(),
+            ConnectionDef::HubSpot(s) => f.debug_tuple("HubSpot").field(s).finish(),
+        }
+    }
+}
+
+/// Shows whether a secret is set, never what it is.
+fn masked(v: &Option<String>) -> Option<&'static str> {
+    v.as_ref().map(|_| "***")
 }
 
 /// One field mapping, checked.
@@ -242,7 +300,7 @@ pub struct SyncDef {
 }
 
 /// `[serve]`, checked; secrets resolved.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ServeDef {
     pub listen: Option<String>,
     pub admin_token: Option<String>,
@@ -250,8 +308,19 @@ pub struct ServeDef {
     pub alerts: AlertsDef,
 }
 
+impl fmt::Debug for ServeDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeDef")
+            .field("listen", &self.listen)
+            .field("admin_token", &masked(&self.admin_token))
+            .field("public_url", &self.public_url)
+            .field("alerts", &self.alerts)
+            .finish()
+    }
+}
+
 /// `[serve.alerts]`: where severe errors go and when they fire.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AlertsDef {
     /// POSTed `{"text": …, "alert": {…}}` (Slack's incoming webhooks read `text`).
     pub webhook_url: Option<String>,
@@ -265,6 +334,24 @@ pub struct AlertsDef {
     pub failure_rate: f64,
     /// A daily API budget used beyond this share.
     pub budget_share: f64,
+    /// How often the thresholds are checked.
+    pub check_secs: u64,
+}
+
+impl fmt::Debug for AlertsDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A Slack hook URL is itself the credential; an SMTP URL may hold one.
+        f.debug_struct("AlertsDef")
+            .field("webhook_url", &masked(&self.webhook_url))
+            .field("smtp_url", &masked(&self.smtp_url))
+            .field("email_from", &self.email_from)
+            .field("email_to", &self.email_to)
+            .field("connection_down_secs", &self.connection_down_secs)
+            .field("failure_rate", &self.failure_rate)
+            .field("budget_share", &self.budget_share)
+            .field("check_secs", &self.check_secs)
+            .finish()
+    }
 }
 
 impl Default for AlertsDef {
@@ -277,6 +364,7 @@ impl Default for AlertsDef {
             connection_down_secs: 600,
             failure_rate: 0.2,
             budget_share: 0.9,
+            check_secs: 15,
         }
     }
 }
@@ -296,6 +384,8 @@ impl ConnectionDef {
 pub struct Config {
     pub path: PathBuf,
     pub state_url: String,
+    /// The key that seals secrets in the state store, if one is set.
+    pub secret_key: Option<puente_state::SecretKey>,
     pub connections: BTreeMap<String, ConnectionDef>,
     /// In dependency order: a sync comes after the syncs its references name.
     pub syncs: Vec<SyncDef>,
@@ -313,11 +403,23 @@ struct Checker<'a> {
     file: String,
     src: &'a str,
     base: PathBuf,
+    vault: &'a VaultSnapshot,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    fn new(src: &'a str, path: &Path, vault: &'a VaultSnapshot) -> Checker<'a> {
+        Checker {
+            file: path.display().to_string(),
+            src,
+            base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            vault,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     fn line(&self, offset: usize) -> usize {
         self.src[..offset.min(self.src.len())].matches('\n').count() + 1
     }
@@ -377,6 +479,24 @@ impl Checker<'_> {
                         format!("{what}: environment variable {env} is not set"),
                         Some(format!("export {env}=… before running puente")),
                     );
+                    None
+                }
+            },
+            Secret::Vault { vault } => match self.vault.opened.get(vault) {
+                Some(Ok(v)) => Some(v.clone()),
+                Some(Err(e)) => {
+                    self.err(s, format!("{what}: {e}"), None);
+                    None
+                }
+                None => {
+                    let (message, fix) = match &self.vault.unavailable {
+                        Some(why) => (format!("{what}: cannot open the vault: {why}"), None),
+                        None => (
+                            format!("{what}: the vault holds no secret named {vault:?}"),
+                            Some(format!("store it: puente secrets set {vault}")),
+                        ),
+                    };
+                    self.err(s, message, fix);
                     None
                 }
             },
@@ -528,6 +648,7 @@ fn serve_def(c: &mut Checker<'_>, sv: &Spanned<RawServe>) -> ServeDef {
         alerts.connection_down_secs = a_ref.connection_down_secs.unwrap_or(d.connection_down_secs);
         alerts.failure_rate = a_ref.failure_rate.unwrap_or(d.failure_rate);
         alerts.budget_share = a_ref.budget_share.unwrap_or(d.budget_share);
+        alerts.check_secs = a_ref.check_secs.unwrap_or(d.check_secs).max(1);
     }
     ServeDef {
         listen: r.listen.as_ref().map(|l| l.get_ref().clone()),
@@ -537,27 +658,173 @@ fn serve_def(c: &mut Checker<'_>, sv: &Spanned<RawServe>) -> ServeDef {
     }
 }
 
-/// Reads and checks a config file.
-pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
-    let file = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|e| {
+/// Reads and checks a config file, opening the vault's secrets it refers to.
+pub async fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let src = read(path)?;
+    let names = vault_refs(&src);
+    if names.is_empty() {
+        return parse(&src, path);
+    }
+    let (url, key) = state_settings(&src, path)?;
+    let vault = VaultSnapshot::open(&url, key.as_ref(), &names).await;
+    parse_with(&src, path, &vault)
+}
+
+fn read(path: &Path) -> Result<String, Vec<Diagnostic>> {
+    std::fs::read_to_string(path).map_err(|e| {
         vec![Diagnostic {
-            file: file.clone(),
+            file: path.display().to_string(),
             line: 0,
             message: format!("cannot read the config: {e}"),
             fix: Some("create it (see examples/ and docs/config.md) or pass --config FILE".into()),
             warning: false,
         }]
-    })?;
-    parse(&src, path)
+    })
 }
 
-/// Parses and checks config text; `path` names it in messages and anchors
-/// relative paths.
-pub fn parse(src: &str, path: &Path) -> Result<Config, Vec<Diagnostic>> {
-    let file = path.display().to_string();
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let raw: RawConfig = toml::from_str(src).map_err(|e| {
+/// The names of the vault secrets (`{ vault = "NAME" }`) the config text
+/// refers to; empty when it is not TOML (`parse` reports that).
+fn vault_refs(src: &str) -> Vec<String> {
+    fn walk(v: &toml::Value, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                if let (1, Some(toml::Value::String(name))) = (t.len(), t.get("vault")) {
+                    out.push(name.clone());
+                }
+                t.values().for_each(|v| walk(v, out));
+            }
+            toml::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = src.parse::<toml::Table>() {
+        walk(&toml::Value::Table(v), &mut out);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl VaultSnapshot {
+    /// A snapshot that opens nothing, saying why.
+    pub fn unavailable(why: impl Into<String>) -> VaultSnapshot {
+        VaultSnapshot {
+            opened: BTreeMap::new(),
+            unavailable: Some(why.into()),
+        }
+    }
+
+    /// Opens the named secrets in the store at `url` with `key`.
+    pub async fn open(
+        url: &str,
+        key: Option<&puente_state::SecretKey>,
+        names: &[String],
+    ) -> VaultSnapshot {
+        let Some(key) = key else {
+            return VaultSnapshot::unavailable(format!(
+                "no secret key is set: export {KEY_ENV} (or {KEY_FILE_ENV}), or set [state] key = {{ file = \"…\" }}"
+            ));
+        };
+        let store = match puente_state::StateStore::open(url).await {
+            Ok(s) => s,
+            Err(e) => return VaultSnapshot::unavailable(e.to_string()),
+        };
+        let mut opened = BTreeMap::new();
+        for name in names {
+            match store.secret(name, key).await {
+                Ok(Some(v)) => {
+                    opened.insert(name.clone(), Ok(v));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    opened.insert(name.clone(), Err(e.to_string()));
+                }
+            }
+        }
+        store.close().await;
+        VaultSnapshot {
+            opened,
+            unavailable: None,
+        }
+    }
+}
+
+/// The state store's URL and the secret key, from config text, without
+/// checking the rest of it (`puente secrets` needs only these).
+pub fn state_settings(
+    src: &str,
+    path: &Path,
+) -> Result<(String, Option<puente_state::SecretKey>), Vec<Diagnostic>> {
+    let raw = raw_config(src, path)?;
+    let vault = VaultSnapshot::unavailable("the state store's own settings cannot come from it");
+    let mut c = Checker::new(src, path, &vault);
+    let settings = state_of(&mut c, &raw);
+    if c.errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(c.errors)
+    }
+}
+
+fn state_of(c: &mut Checker<'_>, raw: &RawConfig) -> (String, Option<puente_state::SecretKey>) {
+    let state = raw.state.as_ref();
+    let url = match state.and_then(|s| s.url.as_ref()) {
+        Some(u) => c.secret(u, "state.url").unwrap_or_default(),
+        None => "sqlite://.puente/state.db".to_string(),
+    };
+    let url = anchor_sqlite(&url, &c.base);
+    let (text, what) = match state.and_then(|s| s.key.as_ref()) {
+        Some(k) => {
+            if matches!(k.get_ref(), Secret::Inline(_) | Secret::Vault { .. }) {
+                c.err(
+                    k,
+                    "state.key must not be written in the config (it would sit beside what it protects)",
+                    Some("write key = { file = \"/etc/puente/secret.key\" } or key = { env = \"VAR\" }".to_string()),
+                );
+                return (url, None);
+            }
+            (c.secret(k, "state.key"), "state.key".to_string())
+        }
+        None => match (std::env::var(KEY_ENV), std::env::var_os(KEY_FILE_ENV)) {
+            (Ok(v), _) if !v.trim().is_empty() => (Some(v), KEY_ENV.to_string()),
+            (_, Some(f)) => match std::fs::read_to_string(&f) {
+                Ok(v) => (Some(v), KEY_FILE_ENV.to_string()),
+                Err(e) => {
+                    c.errors.push(Diagnostic {
+                        file: c.file.clone(),
+                        line: 0,
+                        message: format!(
+                            "{KEY_FILE_ENV}: cannot read {}: {e}",
+                            Path::new(&f).display()
+                        ),
+                        fix: Some("fix the path, or unset the variable".into()),
+                        warning: false,
+                    });
+                    (None, String::new())
+                }
+            },
+            _ => (None, String::new()),
+        },
+    };
+    let key = text.and_then(|t| match puente_state::SecretKey::parse(&t) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            c.errors.push(Diagnostic {
+                file: c.file.clone(),
+                line: 0,
+                message: format!("{what}: {e}"),
+                fix: None,
+                warning: false,
+            });
+            None
+        }
+    });
+    (url, key)
+}
+
+fn raw_config(src: &str, path: &Path) -> Result<RawConfig, Vec<Diagnostic>> {
+    toml::from_str(src).map_err(|e| {
         let line = e
             .span()
             .map(|s| src[..s.start.min(src.len())].matches('\n').count() + 1)
@@ -571,26 +838,32 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, Vec<Diagnostic>> {
             None
         };
         vec![Diagnostic {
-            file: file.clone(),
+            file: path.display().to_string(),
             line,
             message: msg.replace('\n', " ").trim().to_string(),
             fix,
             warning: false,
         }]
-    })?;
-    let mut c = Checker {
-        file: file.clone(),
-        src,
-        base: base.clone(),
-        errors: Vec::new(),
-        warnings: Vec::new(),
-    };
+    })
+}
 
-    let state_url = match &raw.state {
-        Some(s) => c.secret(&s.url, "state.url").unwrap_or_default(),
-        None => "sqlite://.puente/state.db".to_string(),
-    };
-    let state_url = anchor_sqlite(&state_url, &base);
+/// Parses and checks config text; `path` names it in messages and anchors
+/// relative paths.
+pub fn parse(src: &str, path: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let vault = VaultSnapshot::unavailable("the config was read without its state store");
+    parse_with(src, path, &vault)
+}
+
+/// `parse`, with the vault's secrets the text refers to already opened.
+pub fn parse_with(
+    src: &str,
+    path: &Path,
+    vault: &VaultSnapshot,
+) -> Result<Config, Vec<Diagnostic>> {
+    let raw = raw_config(src, path)?;
+    let mut c = Checker::new(src, path, vault);
+    let base = c.base.clone();
+    let (state_url, secret_key) = state_of(&mut c, &raw);
 
     let mut connections = BTreeMap::new();
     for (name, conn) in &raw.connections {
@@ -615,11 +888,26 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, Vec<Diagnostic>> {
                     if !scheme_ok {
                         c.err(url, format!("connection {name} is kind {kind} but its url does not start with {expected}://"), Some("make the kind and the url agree".to_string()));
                     }
+                    let lock_timeout = match &conn.get_ref().lock_timeout_secs {
+                        None => puente_sql::DEFAULT_LOCK_TIMEOUT,
+                        Some(t) if *t.get_ref() > 0.0 && *t.get_ref() <= 3600.0 => {
+                            std::time::Duration::from_secs_f64(*t.get_ref())
+                        }
+                        Some(t) => {
+                            c.err(
+                                t,
+                                format!("connection {name}: lock_timeout_secs must be above 0 and at most 3600"),
+                                Some("write lock_timeout_secs = 10".to_string()),
+                            );
+                            puente_sql::DEFAULT_LOCK_TIMEOUT
+                        }
+                    };
                     connections.insert(
                         name.clone(),
                         ConnectionDef::Sql {
                             kind: kind.to_string(),
                             url: anchor_sqlite(&u, &base),
+                            lock_timeout,
                         },
                     );
                 }
@@ -1071,6 +1359,7 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, Vec<Diagnostic>> {
         Ok(Config {
             path: path.to_path_buf(),
             state_url,
+            secret_key,
             connections,
             syncs: ordered,
             serve,
@@ -1255,6 +1544,83 @@ fields = [{ a = "name", b = "name" }]
         check_err(
             &TWO_HUBSPOTS.replace("http://127.0.0.1:8089", "127.0.0.1:8089"),
             &["base_url must start with https://"],
+        );
+    }
+
+    const VAULTED: &str = r#"
+[connections.crm]
+kind = "hubspot"
+token = { vault = "crm-token" }
+[connections.db]
+kind = "postgres"
+url = { vault = "db-url" }
+"#;
+
+    #[test]
+    fn vault_references_are_resolved_from_the_snapshot() {
+        assert_eq!(vault_refs(VAULTED), ["crm-token", "db-url"]);
+        let mut opened = BTreeMap::new();
+        opened.insert("crm-token".to_string(), Ok("pat-v-1".to_string()));
+        opened.insert(
+            "db-url".to_string(),
+            Ok("postgres://app:pw@db/crm".to_string()),
+        );
+        let snap = VaultSnapshot {
+            opened,
+            unavailable: None,
+        };
+        let c = parse_with(VAULTED, Path::new("puente.toml"), &snap).unwrap();
+        match (&c.connections["crm"], &c.connections["db"]) {
+            (ConnectionDef::HubSpot(h), ConnectionDef::Sql { url, .. }) => {
+                assert!(matches!(&h.auth, puente_hubspot::Auth::Token(t) if t == "pat-v-1"));
+                assert_eq!(url, "postgres://app:pw@db/crm");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Debug output of the whole config shows no secret.
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("pat-v-1") && !debug.contains(":pw@"),
+            "{debug}"
+        );
+
+        // A name the vault lacks, and a vault that cannot be opened.
+        let empty = VaultSnapshot::default();
+        let errs = parse_with(VAULTED, Path::new("puente.toml"), &empty).unwrap_err();
+        let text: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
+        assert!(
+            text.iter().any(|t| t.starts_with("puente.toml:4: connections.crm.token: the vault holds no secret named \"crm-token\"")
+                && t.contains("fix: store it: puente secrets set crm-token")),
+            "{text:#?}"
+        );
+        check_err(
+            VAULTED,
+            &["puente.toml:4: connections.crm.token: cannot open the vault"],
+        );
+    }
+
+    #[test]
+    fn the_secret_key_is_never_written_in_the_config() {
+        let key = puente_state::SecretKey::generate().encode();
+        check_err(
+            &format!("[state]\nkey = \"{key}\"\n"),
+            &["puente.toml:2: state.key must not be written in the config"],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k"), "not a key").unwrap();
+        let src = "[state]\nkey = { file = \"k\" }\n";
+        let errs = parse(src, &dir.path().join("puente.toml")).unwrap_err();
+        assert!(
+            errs[0]
+                .to_string()
+                .contains("state.key: the key is neither base64 nor hex"),
+            "{errs:?}"
+        );
+        std::fs::write(dir.path().join("k"), format!("{key}\n")).unwrap();
+        let c = parse(src, &dir.path().join("puente.toml")).unwrap();
+        assert_eq!(
+            c.secret_key.unwrap().id(),
+            puente_state::SecretKey::parse(&key).unwrap().id()
         );
     }
 }

@@ -76,11 +76,23 @@ impl Engine {
             source,
         };
         let c: Arc<dyn Connector> = match def {
-            config::ConnectionDef::Sql { url, .. } => {
-                Arc::new(puente_sql::SqlConnector::connect(url).await.map_err(wrap)?)
-            }
+            config::ConnectionDef::Sql {
+                url, lock_timeout, ..
+            } => Arc::new(
+                puente_sql::SqlConnector::connect_with(url, *lock_timeout)
+                    .await
+                    .map_err(wrap)?,
+            ),
             config::ConnectionDef::HubSpot(settings) => {
-                Arc::new(puente_hubspot::HubSpotConnector::new(settings.clone()))
+                let mut settings = settings.clone();
+                if let Some(key) = &self.config.secret_key {
+                    settings.token_cache = Some(Arc::new(SealedToken {
+                        state: self.state.clone(),
+                        key: key.clone(),
+                        name: format!("oauth:{name}"),
+                    }));
+                }
+                Arc::new(puente_hubspot::HubSpotConnector::new(settings))
             }
             config::ConnectionDef::Csv { dir } => {
                 let c = puente_file::CsvConnector::new(dir.clone());
@@ -141,5 +153,32 @@ impl Engine {
             }
         }
         out
+    }
+}
+
+/// A connector's own token (OAuth access token) sealed in the state store,
+/// so a restart does not need a fresh one.
+struct SealedToken {
+    state: StateStore,
+    key: puente_state::SecretKey,
+    name: String,
+}
+
+#[async_trait::async_trait]
+impl puente_core::TokenCache for SealedToken {
+    async fn load(&self) -> Option<String> {
+        match self.state.secret(&self.name, &self.key).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(secret = %self.name, "cached token unreadable, a new one will be fetched: {e}");
+                None
+            }
+        }
+    }
+
+    async fn store(&self, value: &str) {
+        if let Err(e) = self.state.put_secret(&self.name, value, &self.key).await {
+            tracing::warn!(secret = %self.name, "could not cache the token: {e}");
+        }
     }
 }

@@ -74,6 +74,10 @@ pub struct SyncReport {
     /// side's stream): statuses and conflicts are counted once per entry.
     #[serde(skip)]
     counted: HashSet<(i64, String)>,
+    /// Entries whose write failed in this run: not tried again until the
+    /// next run (a pair planned twice must not pay for a failure twice).
+    #[serde(skip)]
+    failed: HashSet<i64>,
 }
 
 impl SyncReport {
@@ -662,7 +666,12 @@ impl Engine {
                 })
                 .await?;
         }
-        let items: Vec<ItemPlan> = p.items.into_iter().filter(|i| i.changed).collect();
+        let items: Vec<ItemPlan> = p
+            .items
+            .into_iter()
+            .filter(|i| i.changed)
+            .filter(|i| !i.entry_id.is_some_and(|id| report.failed.contains(&id)))
+            .collect();
         count_status(&items, report);
         let total = items.len();
         let mut done = 0;
@@ -827,6 +836,9 @@ impl Engine {
                     it.resolved.clear();
                 }
                 let failed_attempt = matches!(it.status, Status::Failed(_));
+                if let (true, Some(id)) = (failed_attempt, it.entry_id) {
+                    report.failed.insert(id);
+                }
                 let mut e = prior.cloned().unwrap_or_else(|| Entry::new(0));
                 it.fill(&mut e);
                 e.echo_a = echo[ix][0];

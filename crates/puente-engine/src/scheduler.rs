@@ -75,7 +75,7 @@ impl WorkerState {
 pub enum Event {
     Finished {
         sync: String,
-        report: SyncReport,
+        report: Box<SyncReport>,
     },
     Failed {
         sync: String,
@@ -376,7 +376,7 @@ impl Scheduler {
                     st.failing_since = None;
                     Event::Finished {
                         sync: w.def.name.clone(),
-                        report: report.clone(),
+                        report: Box::new(report.clone()),
                     }
                 }
                 Err(e) => {

@@ -31,6 +31,14 @@ pub enum HttpError {
     /// A daily quota is spent: nothing more can be sent today.
     #[error("{route}: the daily API quota is spent ({message})")]
     QuotaSpent { route: String, message: String },
+    /// A call to an address other than the connection's own: refused
+    /// before anything is sent (credentials go only where the config says).
+    #[error("{route}: refused to call {origin}, which is not this connection's address {allowed}")]
+    Elsewhere {
+        route: String,
+        origin: String,
+        allowed: String,
+    },
 }
 
 /// An answer from the server (any status; retries are over).
@@ -135,19 +143,33 @@ pub struct Call<'a> {
 #[derive(Clone)]
 pub struct HttpClient {
     inner: reqwest::Client,
+    /// The only origin (scheme, host, port) calls may go to.
+    origin: String,
     pub policy: RetryPolicy,
     pub stats: Arc<Stats>,
 }
 
+/// `scheme://host:port` of a URL, or the text itself if it is not one.
+fn origin(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| url.to_string())
+}
+
 impl HttpClient {
-    pub fn new(policy: RetryPolicy) -> HttpClient {
+    /// A client that calls `base_url`'s origin only. Redirects are not
+    /// followed: a 3xx is returned as an answer, so no request (and no
+    /// credential) is sent anywhere the config does not name.
+    pub fn new(policy: RetryPolicy, base_url: &str) -> HttpClient {
         let inner = reqwest::Client::builder()
             .user_agent(concat!("puente/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(8)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("the TLS backend is compiled in");
         HttpClient {
             inner,
+            origin: origin(base_url),
             policy,
             stats: Arc::new(Stats::default()),
         }
@@ -157,6 +179,14 @@ impl HttpClient {
     /// calls) transport errors. Any other status is returned as is.
     pub async fn send(&self, call: Call<'_>) -> Result<Response, HttpError> {
         let p = &self.policy;
+        let target = origin(&call.url);
+        if target != self.origin {
+            return Err(HttpError::Elsewhere {
+                route: call.route.to_string(),
+                origin: target,
+                allowed: self.origin.clone(),
+            });
+        }
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -168,6 +198,7 @@ impl HttpClient {
             }
             call.lane.acquire().await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let started = std::time::Instant::now();
             let req = (call.build)(
                 self.inner
                     .request(call.method.clone(), &call.url)
@@ -204,6 +235,14 @@ impl HttpClient {
                     continue;
                 }
             };
+            tracing::debug!(
+                method = %call.method,
+                route = call.route,
+                status = status.as_u16(),
+                attempt,
+                ms = started.elapsed().as_millis() as u64,
+                "answer"
+            );
             let retry_after = retry_after(&headers);
             if status == StatusCode::TOO_MANY_REQUESTS {
                 self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -315,6 +354,35 @@ mod tests {
             assert!(d <= p.max_delay, "{attempt}: {d:?}");
         }
         assert!(backoff(&p, 1) <= p.base_delay);
+    }
+
+    #[tokio::test]
+    async fn calls_go_to_the_configured_origin_only() {
+        let c = HttpClient::new(RetryPolicy::default(), "http://127.0.0.1:9/api/");
+        let lane = Governor::new(Limit::per(10, Duration::from_secs(1)), None);
+        let build = |r: reqwest::RequestBuilder| r;
+        for url in [
+            "http://127.0.0.1:10/x",
+            "https://127.0.0.1:9/x",
+            "http://127.0.0.1:9@evil.example/x",
+            "http://localhost:9/x",
+        ] {
+            let e = c
+                .send(Call {
+                    method: Method::GET,
+                    url: url.to_string(),
+                    route: "/x",
+                    lane: &lane,
+                    quota: None,
+                    idempotent: true,
+                    build: &build,
+                })
+                .await
+                .unwrap_err();
+            assert!(matches!(e, HttpError::Elsewhere { .. }), "{url}: {e}");
+            assert!(e.to_string().contains("http://127.0.0.1:9"), "{e}");
+        }
+        assert_eq!(c.stats.snapshot().requests, 0, "nothing was sent");
     }
 
     #[test]

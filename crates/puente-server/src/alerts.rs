@@ -22,8 +22,6 @@ pub use puente_engine::config::AlertsDef as AlertSettings;
 
 /// A failure rate is only judged once a sync holds this many records.
 const FAILURE_RATE_MIN_RECORDS: i64 = 20;
-/// How often thresholds are checked.
-const CHECK_EVERY: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Alert {
@@ -222,8 +220,9 @@ async fn email(url: &str, from: &str, to: &[String], alert: &Alert) -> Result<()
 /// Checks the thresholds every few seconds: connections down, failure
 /// rates, daily budgets.
 pub async fn watch(app: App) {
+    let every = Duration::from_secs(app.alerts.settings.check_secs.max(1));
     loop {
-        tokio::time::sleep(CHECK_EVERY).await;
+        tokio::time::sleep(every).await;
         check(&app).await;
     }
 }

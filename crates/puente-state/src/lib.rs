@@ -7,8 +7,10 @@
 //! the same queries, the same tests, migrations embedded per backend.
 
 mod store;
+mod vault;
 
 pub use store::{
     Backend, ChangeRow, Commit, ConflictRow, EntryWrite, GroupRow, Intent, RecordFilter, RecordRow,
     RunRow, StateError, StateStore, StatusCounts, STATUSES,
 };
+pub use vault::{SecretInfo, SecretKey};

@@ -9,7 +9,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, ConnectOptions, Row};
 
-const MIGRATION_V1: &str = include_str!("migrations.sql");
+/// Schema migrations, in order: version N is the first N applied.
+const MIGRATIONS: [&str; 2] = [
+    include_str!("migrations.sql"),
+    include_str!("migrations_v2.sql"),
+];
 /// Rows per multi-row statement (well under SQLite's and PostgreSQL's
 /// parameter limits).
 const CHUNK: usize = 400;
@@ -27,6 +31,12 @@ pub enum StateError {
     Corrupt(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("secret {name}: {message}\n  fix: {fix}")]
+    Secret {
+        name: String,
+        message: String,
+        fix: String,
+    },
 }
 
 type Result<T> = std::result::Result<T, StateError>;
@@ -39,7 +49,7 @@ pub enum Backend {
 
 #[derive(Clone, Debug)]
 pub struct StateStore {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
 }
 
@@ -409,7 +419,7 @@ impl StateStore {
     /// placeholders (sqlx looks up each numbered one by name, and SQLite
     /// walks a list to answer, which makes wide statements quadratic).
     /// Placeholders are numbered in order and never reused, so this is exact.
-    fn sql(&self, q: &str) -> String {
+    pub(crate) fn sql(&self, q: &str) -> String {
         if self.backend == Backend::Postgres {
             return q.to_string();
         }
@@ -450,30 +460,36 @@ impl StateStore {
         )
         .fetch_optional(&mut *tx)
         .await?;
-        if version.is_none() {
+        let current = match version.as_deref() {
+            None => 0,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n <= MIGRATIONS.len() => n,
+                _ => return Err(StateError::Corrupt(format!("schema version {v}"))),
+            },
+        };
+        if current < MIGRATIONS.len() {
             let (pk, int) = match self.backend {
                 Backend::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER"),
                 Backend::Postgres => ("BIGSERIAL PRIMARY KEY", "BIGINT"),
             };
-            let sql = MIGRATION_V1.replace("{PK}", pk).replace("{INT}", int);
-            for stmt in sql.split(';').map(str::trim).filter(|s| {
-                !s.is_empty()
-                    && !s
-                        .lines()
-                        .all(|l| l.trim().is_empty() || l.trim().starts_with("--"))
-            }) {
-                sqlx::query(stmt).execute(&mut *tx).await?;
+            for migration in &MIGRATIONS[current..] {
+                let sql = migration.replace("{PK}", pk).replace("{INT}", int);
+                for stmt in sql.split(';').map(str::trim).filter(|s| {
+                    !s.is_empty()
+                        && !s
+                            .lines()
+                            .all(|l| l.trim().is_empty() || l.trim().starts_with("--"))
+                }) {
+                    sqlx::query(stmt).execute(&mut *tx).await?;
+                }
             }
-            sqlx::query(
-                &self.sql("INSERT INTO puente_meta (key, value) VALUES ('schema_version', '1')"),
-            )
+            sqlx::query(&self.sql(
+                "INSERT INTO puente_meta (key, value) VALUES ('schema_version', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            ))
+            .bind(MIGRATIONS.len().to_string())
             .execute(&mut *tx)
             .await?;
-        } else if version.as_deref() != Some("1") {
-            return Err(StateError::Corrupt(format!(
-                "schema version {}",
-                version.unwrap_or_default()
-            )));
         }
         tx.commit().await?;
         Ok(())

@@ -327,8 +327,8 @@ pub async fn run(dir: &Path, opts: DemoOptions) -> Result<ExitCode> {
     );
     println!("Config: {}\n", cfg_path.display());
 
-    let cfg = crate::load(&cfg_path)?;
-    let (token, generated) = crate::serve::admin_token(&cfg);
+    let cfg = crate::load(&cfg_path).await?;
+    let (token, generated) = crate::serve::admin_token(&cfg)?;
     let serve_opts = crate::serve::options(&cfg, token.clone());
     let engine = Engine::open(cfg).await?;
     println!("1. First sync: matching by e-mail, creating the rest both ways.");

@@ -9,6 +9,7 @@ mod demo;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod output;
 mod sandbox;
+mod secrets;
 mod serve;
 
 use std::io::IsTerminal;
@@ -118,6 +119,11 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+    /// Credentials sealed in the state store (`{ vault = "NAME" }` in the config).
+    Secrets {
+        #[command(subcommand)]
+        action: secrets::Action,
+    },
     /// Run a local emulator of a CRM's API (for tests, rehearsals, the demo).
     Sandbox {
         #[command(subcommand)]
@@ -170,6 +176,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -185,8 +192,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path) -> Result<config::Config> {
-    config::load(path).map_err(|diags| {
+async fn load(path: &std::path::Path) -> Result<config::Config> {
+    config::load(path).await.map_err(|diags| {
         anyhow!(
             "{}",
             diags
@@ -199,7 +206,7 @@ fn load(path: &std::path::Path) -> Result<config::Config> {
 }
 
 async fn engine(path: &std::path::Path) -> Result<Engine> {
-    let cfg = load(path)?;
+    let cfg = load(path).await?;
     for w in &cfg.warnings {
         eprintln!("{w}");
     }
@@ -209,7 +216,7 @@ async fn engine(path: &std::path::Path) -> Result<Engine> {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { offline } => {
-            let cfg = match config::load(&cli.config) {
+            let cfg = match config::load(&cli.config).await {
                 Ok(c) => c,
                 Err(diags) => {
                     for d in &diags {
@@ -240,7 +247,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { listen } => {
-            let cfg = load(&cli.config)?;
+            let cfg = load(&cli.config).await?;
             for w in &cfg.warnings {
                 eprintln!("{w}");
             }
@@ -382,6 +389,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     r.error.unwrap_or_default()
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Secrets { action } => {
+            secrets::run(&cli.config, action).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sandbox {

@@ -14,13 +14,17 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7300";
 
 /// The admin token: the config's, else `PUENTE_ADMIN_TOKEN`, else a fresh
 /// one for this process (printed once, so the operator can sign in).
-pub fn admin_token(cfg: &Config) -> (String, bool) {
+pub fn admin_token(cfg: &Config) -> Result<(String, bool)> {
     if let Some(t) = &cfg.serve.admin_token {
-        return (t.clone(), false);
+        return Ok((t.clone(), false));
     }
     match std::env::var("PUENTE_ADMIN_TOKEN") {
-        Ok(t) if t.len() >= 16 => (t, false),
-        _ => (puente_server::new_token(), true),
+        Ok(t) if t.len() >= 16 => Ok((t, false)),
+        Ok(t) if !t.is_empty() => anyhow::bail!(
+            "PUENTE_ADMIN_TOKEN is {} characters long; an admin token needs at least 16\n  fix: use a longer token, or unset the variable to get a generated one",
+            t.chars().count()
+        ),
+        _ => Ok((puente_server::new_token(), true)),
     }
 }
 
@@ -59,7 +63,7 @@ pub async fn run(cfg: Config, listen: Option<String>) -> Result<ExitCode> {
     let listen = listen
         .or_else(|| cfg.serve.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let (token, generated) = admin_token(&cfg);
+    let (token, generated) = admin_token(&cfg)?;
     let opts = options(&cfg, token.clone());
     let engine = Arc::new(Engine::open(cfg).await?);
     let app = puente_server::app(engine.clone(), opts).await?;

@@ -21,6 +21,8 @@ pub struct OAuthState {
     codes: HashMap<String, (String, Vec<String>)>,
     access: HashMap<String, (Ms, Vec<String>)>,
     refresh: HashMap<String, Vec<String>>,
+    /// Private-app tokens rotated or deleted since the sandbox started.
+    revoked: std::collections::HashSet<String>,
 }
 
 /// Who is calling: the rate-limit key, and whether it is a private app
@@ -47,7 +49,9 @@ impl Sandbox {
                 "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
             ));
         };
-        if self.opts.tokens.iter().any(|t| t == token) {
+        if self.opts.tokens.iter().any(|t| t == token)
+            && !self.auth.lock().expect("auth").revoked.contains(token)
+        {
             return Ok(Caller {
                 app: format!("private:{token}"),
                 private: true,
@@ -93,6 +97,27 @@ impl Sandbox {
         for (exp, _) in self.auth.lock().expect("auth").access.values_mut() {
             *exp = now_ms() - 1;
         }
+    }
+
+    /// Revokes a private app's token, as rotating it or deleting the app
+    /// in HubSpot does: calls with it get HubSpot's 401 from then on.
+    pub fn revoke_token(&self, token: &str) {
+        self.auth
+            .lock()
+            .expect("auth")
+            .revoked
+            .insert(token.to_string());
+    }
+
+    /// Every OAuth access token issued so far, expired or not (tests).
+    pub fn access_tokens(&self) -> Vec<String> {
+        self.auth
+            .lock()
+            .expect("auth")
+            .access
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Revokes a refresh token, as an admin uninstalling the app would.

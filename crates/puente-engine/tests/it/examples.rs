@@ -29,17 +29,23 @@ async fn query(dir: &Path, file: &str, sql: &str) -> Vec<String> {
 async fn engine_for(example_name: &str, dir: &Path) -> Engine {
     let path = dir.join("puente.toml");
     std::fs::copy(example(example_name), &path).unwrap();
-    Engine::open(config::load(&path).unwrap_or_else(|d| panic!("{d:?}")))
-        .await
-        .unwrap()
+    Engine::open(
+        config::load(&path)
+            .await
+            .unwrap_or_else(|d| panic!("{d:?}")),
+    )
+    .await
+    .unwrap()
 }
 
 const TOUCH: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
 
-#[test]
-fn the_postgres_mariadb_example_is_valid() {
+#[tokio::test]
+async fn the_postgres_mariadb_example_is_valid() {
     std::env::set_var("BOOKS_DATABASE_URL", "mysql://root@127.0.0.1:3306/test");
-    let c = config::load(&example("postgres-mariadb.toml")).unwrap_or_else(|d| panic!("{d:?}"));
+    let c = config::load(&example("postgres-mariadb.toml"))
+        .await
+        .unwrap_or_else(|d| panic!("{d:?}"));
     assert_eq!(c.syncs[0].name, "customers");
 }
 

@@ -3,6 +3,8 @@
 
 mod bad_input;
 mod conflicts;
+mod corpus;
+mod db_faults;
 mod examples;
 mod faults;
 mod fixtures;

@@ -41,7 +41,9 @@ fields = [
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("puente.toml");
     std::fs::write(&path, &text).unwrap();
-    let engine = Engine::open(config::load(&path).unwrap()).await.unwrap();
+    let engine = Engine::open(config::load(&path).await.unwrap())
+        .await
+        .unwrap();
     let diags: Vec<String> = engine
         .validate_live()
         .await

@@ -29,6 +29,7 @@ pub struct Setup {
     /// `sync.conflict`: "winner" or "manual".
     pub conflict: &'static str,
     pub poll_secs: u64,
+    pub alerts: puente_engine::config::AlertsDef,
 }
 
 impl Default for Setup {
@@ -37,6 +38,7 @@ impl Default for Setup {
             contacts: 20,
             conflict: "winner",
             poll_secs: 3600,
+            alerts: Default::default(),
         }
     }
 }
@@ -96,12 +98,15 @@ fields = [
         );
         let path = dir.path().join("puente.toml");
         std::fs::write(&path, &text).unwrap();
-        let cfg = config::load(&path).unwrap_or_else(|d| panic!("{d:?}"));
+        let cfg = config::load(&path)
+            .await
+            .unwrap_or_else(|d| panic!("{d:?}"));
         let engine = Arc::new(Engine::open(cfg).await.unwrap());
         let app = puente_server::app(
             engine.clone(),
             ServeOptions {
                 admin_token: TOKEN.into(),
+                alerts: setup.alerts.clone(),
                 ..ServeOptions::default()
             },
         )

@@ -2,7 +2,7 @@
 
 use puente_core::{Failure, FailureCategory, Fields, Side, Value};
 use puente_plan::{ConflictNote, Entry, FieldChange, Resolution, Status};
-use puente_state::{Commit, EntryWrite, Intent, RecordFilter, StateStore};
+use puente_state::{Commit, EntryWrite, Intent, RecordFilter, SecretKey, StateStore};
 use puente_testkit::{Server, TempSqlite, TestDb};
 
 fn fields(pairs: &[(&str, &str)]) -> Fields {
@@ -248,6 +248,7 @@ async fn suite(store: StateStore) {
 async fn state_store_suite_on_sqlite() {
     let tmp = TempSqlite::new("state");
     suite(StateStore::open(&tmp.url).await.unwrap()).await;
+    vault(&StateStore::open(&tmp.url).await.unwrap(), &tmp.url).await;
     // Reopening a migrated store works.
     StateStore::open(&tmp.url).await.unwrap();
 }
@@ -256,6 +257,7 @@ async fn state_store_suite_on_sqlite() {
 async fn state_store_suite_on_postgres() {
     let db = TestDb::create(Server::Postgres, "state").await;
     suite(StateStore::open(&db.url).await.unwrap()).await;
+    vault(&StateStore::open(&db.url).await.unwrap(), &db.url).await;
     StateStore::open(&db.url).await.unwrap();
 }
 
@@ -269,4 +271,125 @@ async fn a_bad_state_url_is_a_clear_error() {
         err.contains("must start with sqlite:// or postgres://"),
         "{err}"
     );
+}
+
+/// Secrets: sealed, opened only with their key and under their own name,
+/// rotated all or none.
+async fn vault(store: &StateStore, url: &str) {
+    let key = SecretKey::generate();
+    let other = SecretKey::generate();
+    assert_ne!(key.id(), other.id());
+    assert!(
+        !format!("{key:?}").contains(&key.encode()),
+        "Debug shows the id only"
+    );
+    assert_eq!(SecretKey::parse(&key.encode()).unwrap().id(), key.id());
+    let err = SecretKey::parse("c2hvcnQ=").unwrap_err();
+    assert!(err.contains("5 bytes long"), "{err}");
+
+    store
+        .put_secret("crm-token", "pat-na1-abc", &key)
+        .await
+        .unwrap();
+    store
+        .put_secret("db-url", "postgres://u:pw@h/db", &key)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.secret("crm-token", &key).await.unwrap().as_deref(),
+        Some("pat-na1-abc")
+    );
+    assert_eq!(store.secret("missing", &key).await.unwrap(), None);
+    // Replacing keeps one row.
+    store
+        .put_secret("crm-token", "pat-na1-def", &key)
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .secret_names()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["crm-token", "db-url"]);
+
+    // The wrong key is named as such.
+    let err = store
+        .secret("crm-token", &other)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("sealed with key {}", key.id())),
+        "{err}"
+    );
+    assert!(err.contains("fix:"), "{err}");
+
+    // A sealed value moved onto another name does not open there.
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let row: (String, String) =
+        sqlx::query_as("SELECT nonce, sealed FROM secrets WHERE name = 'db-url'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    store.put_secret("moved", "x", &key).await.unwrap();
+    sqlx::query(&format!(
+        "UPDATE secrets SET nonce = '{}', sealed = '{}' WHERE name = 'moved'",
+        row.0, row.1
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let err = store.secret("moved", &key).await.unwrap_err().to_string();
+    assert!(err.contains("does not open"), "{err}");
+    store.delete_secret("moved").await.unwrap();
+
+    // Rotation moves every secret; running it again is harmless; the old
+    // key no longer opens them.
+    assert_eq!(store.rotate_secrets(&key, &other).await.unwrap(), 2);
+    assert_eq!(store.rotate_secrets(&key, &other).await.unwrap(), 0);
+    assert_eq!(
+        store.secret("db-url", &other).await.unwrap().as_deref(),
+        Some("postgres://u:pw@h/db")
+    );
+    assert!(store.secret("db-url", &key).await.is_err());
+    // A secret under a third key stops a rotation before anything moves.
+    let third = SecretKey::generate();
+    store.put_secret("z-odd", "v", &third).await.unwrap();
+    let err = store
+        .rotate_secrets(&other, &key)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("z-odd"), "{err}");
+    assert_eq!(
+        store.secret("crm-token", &other).await.unwrap().as_deref(),
+        Some("pat-na1-def"),
+        "nothing moved"
+    );
+    assert!(store.delete_secret("z-odd").await.unwrap());
+    assert!(!store.delete_secret("z-odd").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_version_1_store_is_upgraded_with_a_vault() {
+    let tmp = TempSqlite::new("state-v1");
+    StateStore::open(&tmp.url).await.unwrap().close().await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&tmp.url).await.unwrap();
+    sqlx::query("DROP TABLE secrets")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE puente_meta SET value = '1' WHERE key = 'schema_version'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let store = StateStore::open(&tmp.url).await.unwrap();
+    let key = SecretKey::generate();
+    store.put_secret("t", "v", &key).await.unwrap();
+    assert_eq!(store.secret("t", &key).await.unwrap().as_deref(), Some("v"));
 }

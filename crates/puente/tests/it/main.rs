@@ -4,3 +4,4 @@ mod browser;
 mod cli;
 mod crash;
 mod crash_hubspot;
+mod secrets;
