@@ -10,7 +10,7 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 # RUSTC_BOOTSTRAP. No sanitizer: the code forbids unsafe, panics are the findings.
 export RUSTC_BOOTSTRAP=1
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(config hubspot_webhook csv value_convert)
+[ ${#targets[@]} -eq 0 ] && targets=(config hubspot_webhook json_webhook csv value_convert)
 failed=0
 for t in "${targets[@]}"; do
     echo "== $t (${FUZZ_SECS:-120} s)"

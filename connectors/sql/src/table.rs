@@ -660,6 +660,30 @@ impl Object for SqlTable {
                 ),
             },
         };
+        // A full read in key order: the cursor it ends with is the highest
+        // cursor value when it began, so a row changed while the read went
+        // on (after its page, or before it) is read again next time, even if
+        // a row read later carries a newer value.
+        let mut start: Option<(Value, Value)> =
+            match (token.get("m0").and_then(val), token.get("k0").and_then(val)) {
+                (Some(m), Some(k)) => Some((m, k)),
+                _ => None,
+            };
+        if let (Some(ci), None, None) = (self.cursor, since, &page) {
+            let cq = self.cursor_expr(ci);
+            let newest = self
+                .fetch(
+                    &format!(
+                        "SELECT {} FROM {} WHERE {cq} IS NOT NULL ORDER BY {cq} DESC, {pkq} DESC LIMIT 1",
+                        self.select_list, self.source
+                    ),
+                    &[],
+                )
+                .await?;
+            start = newest
+                .first()
+                .map(|r| (r.get(&self.cols[ci].name).clone(), self.pk_value(&r.id)));
+        }
         let records = self.fetch(&sql, &params).await?;
         if let Some(ci) = self.cursor {
             let name = &self.cols[ci].name;
@@ -695,12 +719,20 @@ impl Object for SqlTable {
                 if let (Some(ci), Some(_)) = (self.cursor, since) {
                     t["c"] = json!(r.get(&self.cols[ci].name));
                 }
+                if let Some((m0, k0)) = &start {
+                    t["m0"] = json!(m0);
+                    t["k0"] = json!(k0);
+                }
                 Some(t.to_string())
             }
             _ => None,
         };
         let cursor = if next.is_none() {
             match (max_cursor, since) {
+                (Some(_), None) if start.is_some() => {
+                    let (m0, k0) = start.expect("checked");
+                    Some(Cursor(json!({ "v": m0, "k": k0 })))
+                }
                 (Some(m), _) => Some(Cursor(json!({ "v": m, "k": max_key }))),
                 (None, Some(prev)) => Some(prev.clone()),
                 (None, None) => None,

@@ -128,6 +128,9 @@ pub struct RawConnection {
     /// SQL connections: how long a write waits for a lock another
     /// transaction holds before its row fails (default 10).
     pub lock_timeout_secs: Option<Spanned<f64>>,
+    /// Webhook connections: the header carrying the body's HMAC-SHA256
+    /// (without it, `token` is a bearer token).
+    pub signature_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -214,6 +217,10 @@ pub enum ConnectionDef {
         dir: PathBuf,
     },
     HubSpot(puente_hubspot::Settings),
+    Webhook {
+        dir: PathBuf,
+        auth: puente_webhook::WebhookAuth,
+    },
 }
 
 impl fmt::Debug for ConnectionDef {
@@ -232,6 +239,11 @@ impl fmt::Debug for ConnectionDef {
                 .finish(),
             ConnectionDef::Csv { dir } => f.debug_struct("Csv").field("dir", dir).finish(),
             ConnectionDef::HubSpot(s) => f.debug_tuple("HubSpot").field(s).finish(),
+            ConnectionDef::Webhook { dir, auth } => f
+                .debug_struct("Webhook")
+                .field("dir", dir)
+                .field("auth", auth)
+                .finish(),
         }
     }
 }
@@ -375,6 +387,7 @@ impl ConnectionDef {
             ConnectionDef::Sql { kind, .. } => kind,
             ConnectionDef::Csv { .. } => "csv",
             ConnectionDef::HubSpot(_) => "hubspot",
+            ConnectionDef::Webhook { .. } => "webhook",
         }
     }
 }
@@ -973,10 +986,46 @@ pub fn parse_with(
                     connections.insert(name.clone(), ConnectionDef::HubSpot(settings));
                 }
             }
+            "webhook" => {
+                let r = conn.get_ref();
+                let Some(token) = &r.token else {
+                    c.err(
+                        conn,
+                        format!("connection {name} (webhook) has no token"),
+                        Some("add token = { vault = \"NAME\" } (or { env = \"VAR\" }): senders must present it, or sign with it".into()),
+                    );
+                    continue;
+                };
+                let Some(secret) = c.secret(token, &format!("connections.{name}.token")) else {
+                    continue;
+                };
+                if secret.len() < 16 {
+                    c.err(
+                        token,
+                        format!("connections.{name}.token is shorter than 16 characters"),
+                        Some("use a long random token (puente secrets keygen makes one)".into()),
+                    );
+                }
+                let dir = r
+                    .dir
+                    .as_ref()
+                    .map(|d| base.join(d.get_ref()))
+                    .unwrap_or_else(|| base.join(".puente/inbox").join(name));
+                connections.insert(
+                    name.clone(),
+                    ConnectionDef::Webhook {
+                        dir,
+                        auth: puente_webhook::WebhookAuth {
+                            secret,
+                            signature_header: r.signature_header.clone(),
+                        },
+                    },
+                );
+            }
             other => c.err(
                 &conn.get_ref().kind,
                 format!("connection {name}: unknown kind {other:?}"),
-                Some("use one of: postgres, mysql, sqlite, csv, hubspot".into()),
+                Some("use one of: postgres, mysql, sqlite, csv, hubspot, webhook".into()),
             ),
         }
     }

@@ -94,6 +94,11 @@ impl Engine {
                 }
                 Arc::new(puente_hubspot::HubSpotConnector::new(settings))
             }
+            config::ConnectionDef::Webhook { dir, auth } => {
+                let c = puente_webhook::WebhookConnector::new(dir.clone(), auth.clone());
+                c.check().await.map_err(wrap)?;
+                Arc::new(c)
+            }
             config::ConnectionDef::Csv { dir } => {
                 let c = puente_file::CsvConnector::new(dir.clone());
                 c.check().await.map_err(wrap)?;

@@ -5,7 +5,9 @@
 //!   cargo bench -p puente-server --bench latency
 //!   PUENTE_LATENCY_CHANGES=1000 cargo bench -p puente-server --bench latency
 
+// The tests' setup; the helpers only tests call are unused here.
 #[path = "../tests/it/setup.rs"]
+#[allow(dead_code)]
 mod setup;
 
 use setup::{latencies, quantile, Served, Setup};

@@ -262,6 +262,54 @@ async fn contract(db: Db) {
     );
 }
 
+/// A full read, in key order, while rows change: one already read is edited,
+/// then one not read yet (so the read sees a newer cursor value than the
+/// first edit). The cursor the read ends with must still lead the next
+/// incremental read to the first edit.
+async fn edits_during_a_full_read_are_read_next_time(db: Db) {
+    db.exec(&ddl(&db)).await;
+    let conn = SqlConnector::connect(db.url()).await.unwrap();
+    let obj = conn.open(&spec(true)).await.unwrap();
+    let first = obj.read(None, None).await.unwrap();
+    assert!(first.records.iter().any(|r| r.id == "2"));
+    db.exec("UPDATE items SET name = 'early' WHERE id = 2")
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    db.exec("UPDATE items SET name = 'late' WHERE id = 49")
+        .await;
+    let mut next = first.next;
+    let mut cursor = first.cursor;
+    while let Some(t) = next {
+        let p = obj.read(None, Some(t)).await.unwrap();
+        next = p.next;
+        cursor = p.cursor;
+    }
+    let cursor = cursor.expect("a full read ends with a cursor");
+    let mut again = Vec::new();
+    let mut token = None;
+    loop {
+        let p = obj.read(Some(&cursor), token).await.unwrap();
+        again.extend(p.records.iter().map(|r| r.id.clone()));
+        token = p.next;
+        if token.is_none() {
+            break;
+        }
+    }
+    assert!(
+        again.contains(&"2".to_string()),
+        "{} lost the edit of row 2: {again:?}",
+        db.kind()
+    );
+    assert!(again.contains(&"49".to_string()), "{again:?}");
+}
+
+#[tokio::test]
+async fn edits_during_a_full_read_are_not_lost() {
+    edits_during_a_full_read_are_read_next_time(Db::pg().await).await;
+    edits_during_a_full_read_are_read_next_time(Db::mysql().await).await;
+    edits_during_a_full_read_are_read_next_time(Db::sqlite()).await;
+}
+
 #[tokio::test]
 async fn contract_on_postgres() {
     contract(Db::pg().await).await;

@@ -85,3 +85,27 @@ fn the_value_corpus_converts_stably() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_json_webhook_corpus_is_refused_unless_authenticated() {
+    use puente_core::Connector;
+    let dir = tempfile::tempdir().unwrap();
+    let c = puente_webhook::WebhookConnector::new(
+        dir.path(),
+        puente_webhook::WebhookAuth {
+            secret: "fuzz-token-0123456789".into(),
+            signature_header: None,
+        },
+    );
+    for body in corpus("json_webhook") {
+        let _ = puente_webhook::parse_events(&body);
+        let push = |token: &str| Push {
+            method: "POST".into(),
+            uri: "https://puente.example/webhooks/pbx?object=calls".into(),
+            headers: vec![("authorization".into(), format!("Bearer {token}"))],
+            body: body.clone(),
+        };
+        assert!(c.accept_push(&push("forged")).await.is_err());
+        let _ = c.accept_push(&push("fuzz-token-0123456789")).await;
+    }
+}

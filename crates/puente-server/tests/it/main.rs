@@ -4,3 +4,5 @@
 mod alerts;
 mod api;
 mod setup;
+mod shutdown;
+mod webhook;

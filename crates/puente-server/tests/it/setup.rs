@@ -202,6 +202,22 @@ fields = [
             .unwrap();
     }
 
+    /// The config file the server was started with.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("puente.toml")
+    }
+
+    /// Signals shutdown, as SIGTERM does, and waits for the server to
+    /// return (a pass in progress finishes first); the state stays open.
+    pub async fn shut_down(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
