@@ -199,6 +199,12 @@ pub struct RawSync {
     pub reconcile: Option<Spanned<String>>,
     /// `puente serve`: after a webhook, wait until records are quiet this long.
     pub debounce_secs: Option<u64>,
+    /// `all_at_once` (default) or `gradual`: the initial read (backfill)
+    /// only inside `backfill_window`, spending at most
+    /// `backfill_budget_share` of the API's daily budget.
+    pub exchange: Option<Spanned<String>>,
+    pub backfill_window: Option<Spanned<String>>,
+    pub backfill_budget_share: Option<Spanned<f64>>,
 }
 
 fn yes() -> bool {
@@ -308,6 +314,8 @@ pub struct SyncDef {
     pub phone_region: Option<String>,
     pub batch_size: Option<usize>,
     pub schedule: crate::schedule::Schedule,
+    /// A gradual exchange: how the initial read is spread out.
+    pub backfill: Option<crate::schedule::Backfill>,
     pub line: usize,
 }
 
@@ -1343,8 +1351,64 @@ pub fn parse_with(
             }
         }
         schedule.debounce = std::time::Duration::from_secs(r.debounce_secs.unwrap_or(0));
+        let gradual = parse_enum(
+            &mut c,
+            &r.exchange,
+            "exchange",
+            &["all_at_once", "gradual"],
+            |v| match v {
+                "gradual" => Some(true),
+                "all_at_once" => Some(false),
+                _ => None,
+            },
+            false,
+        );
+        let mut backfill = crate::schedule::Backfill::default();
+        if let Some(w) = &r.backfill_window {
+            match crate::schedule::Backfill::parse_window(w.get_ref()) {
+                Ok(win) => backfill.window = Some(win),
+                Err(fix) => c.err(
+                    w,
+                    format!(
+                        "sync {name}: backfill_window {:?} is not a time window",
+                        w.get_ref()
+                    ),
+                    Some(fix),
+                ),
+            }
+        }
+        if let Some(b) = &r.backfill_budget_share {
+            let v = *b.get_ref();
+            if v > 0.0 && v <= 1.0 {
+                backfill.budget_share = Some(v);
+            } else {
+                c.err(
+                    b,
+                    format!("sync {name}: backfill_budget_share must be above 0 and at most 1"),
+                    Some(
+                        "write a share of the daily API budget, e.g. backfill_budget_share = 0.25"
+                            .to_string(),
+                    ),
+                );
+            }
+        }
+        let configured = r.backfill_window.is_some() || r.backfill_budget_share.is_some();
+        if gradual && !configured {
+            c.err(
+                s,
+                format!("sync {name}: exchange = \"gradual\" needs backfill_window, backfill_budget_share or both"),
+                Some("add backfill_window = \"22:00-06:00\" (UTC) and/or backfill_budget_share = 0.25".to_string()),
+            );
+        } else if !gradual && configured {
+            c.warn(
+                s,
+                format!("sync {name}: backfill_window and backfill_budget_share apply only to exchange = \"gradual\""),
+                Some("add exchange = \"gradual\", or remove them".to_string()),
+            );
+        }
         syncs.push(SyncDef {
             schedule,
+            backfill: gradual.then_some(backfill),
             name,
             enabled: r.enabled,
             direction,
@@ -1670,6 +1734,39 @@ url = { vault = "db-url" }
         assert_eq!(
             c.secret_key.unwrap().id(),
             puente_state::SecretKey::parse(&key).unwrap().id()
+        );
+    }
+
+    #[test]
+    fn a_gradual_exchange_is_checked() {
+        let sync = |extra: &str| {
+            format!(
+                "[connections.a]\nkind = \"sqlite\"\nurl = \"sqlite://a.db\"\n[[syncs]]\nname = \"s\"\n{extra}\na = {{ connection = \"a\", object = \"x\" }}\nb = {{ connection = \"a\", object = \"y\" }}\nfields = [{{ a = \"n\", b = \"n\" }}]\n"
+            )
+        };
+        let c = parse(
+            &sync("exchange = \"gradual\"\nbackfill_window = \"22:00-06:00\"\nbackfill_budget_share = 0.25"),
+            Path::new("puente.toml"),
+        )
+        .unwrap();
+        let b = c.syncs[0].backfill.clone().unwrap();
+        assert_eq!(b.window, Some((22 * 60, 6 * 60)));
+        assert_eq!(b.budget_share, Some(0.25));
+        check_err(
+            &sync("exchange = \"slowly\""),
+            &["exchange \"slowly\" is not one of all_at_once, gradual"],
+        );
+        check_err(
+            &sync("exchange = \"gradual\""),
+            &["needs backfill_window, backfill_budget_share or both"],
+        );
+        check_err(
+            &sync("exchange = \"gradual\"\nbackfill_window = \"night\""),
+            &["backfill_window \"night\" is not a time window"],
+        );
+        check_err(
+            &sync("exchange = \"gradual\"\nbackfill_budget_share = 2.0"),
+            &["backfill_budget_share must be above 0 and at most 1"],
         );
     }
 }

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use puente_core::{Cursor, Failure, Fields, Object, Record, Side, Value, WriteOp, WriteOutcome};
+use puente_core::{
+    ChangeDetection, Cursor, Failure, Fields, Object, Record, Side, Value, WriteOp, WriteOutcome,
+};
 use puente_plan::{
     key_of, mapped, plan, plan_deletes, render, seen_after_write, DeletePolicy, Entry, FieldChange,
     ItemPlan, Plan, PlanInput, PlannedWrite, Status, SyncSpec,
@@ -70,6 +72,10 @@ pub struct SyncReport {
     /// The exact writes a dry run would make, one per line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
+    /// A gradual exchange: how far each side's backfill got, and why it
+    /// stopped for now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backfill: Vec<String>,
     /// A pair may be planned twice in one run (as a partner, then in its own
     /// side's stream): statuses and conflicts are counted once per entry.
     #[serde(skip)]
@@ -361,14 +367,50 @@ impl Engine {
             return Ok(());
         }
 
+        // A gradual exchange: a side with no committed cursor is still being
+        // read in full (its backfill), a share of it per pass. Until both
+        // sides are read in full, nothing is created: a record's match may
+        // be in the part not read yet.
+        let gradual = def.backfill.as_ref().filter(|_| !opts.full);
+        let mut backfilling = [false, false];
+        if gradual.is_some() {
+            for side in [Side::A, Side::B] {
+                backfilling[side_idx(side)] = objs[side_idx(side)].capabilities().change_detection
+                    != ChangeDetection::FullRead
+                    && self.state.cursor(sync, side.as_str()).await?.is_none();
+            }
+        }
+        let holding = backfilling.contains(&true);
+        let mut budget = match gradual {
+            Some(b) if holding => Some(self.backfill_budget(def, b).await?),
+            _ => None,
+        };
+
         // The real run streams, a page at a time, so memory does not grow
         // with the tables. Records to revisit are taken before anything moves.
-        let revisit = self.state.entries_to_revisit(sync).await?;
+        let mut revisit = self.state.entries_to_revisit(sync).await?;
+        if holding {
+            revisit.retain(|e| !matches!(&e.status, Status::Waiting(r) if r == HELD));
+        }
         let mut deferred: Vec<String> = Vec::new();
         for side in [Side::B, Side::A] {
             let since = cursor_of(side).await?;
             let mut token = None;
             let mut n = 0;
+            let marker = format!("backfill_{side}");
+            if backfilling[side_idx(side)] {
+                let b = gradual.expect("gradual when backfilling");
+                let budget = budget.as_ref().expect("a budget when backfilling");
+                if let Some(why) = budget.stop(b) {
+                    report.backfill.push(format!("{side}: waiting ({why})"));
+                    continue;
+                }
+                token = self
+                    .state
+                    .cursor(sync, &marker)
+                    .await?
+                    .and_then(|v| v.get("page").and_then(|p| p.as_str().map(String::from)));
+            }
             loop {
                 let page = objs[side_idx(side)]
                     .read(since.as_ref(), token)
@@ -420,6 +462,9 @@ impl Engine {
                         }
                     }
                 }
+                if holding {
+                    hold_creates(&mut p);
+                }
                 self.apply(def, spec, objs, p, &old, run_id, report, opts)
                     .await?;
                 token = page.next;
@@ -427,7 +472,27 @@ impl Engine {
                     if let Some(c) = page.cursor {
                         final_cursors.push((side.as_str().to_string(), c.0));
                     }
+                    if backfilling[side_idx(side)] {
+                        final_cursors.push((marker.clone(), serde_json::Value::Null));
+                        report
+                            .backfill
+                            .push(format!("{side}: read in full ({n} records this pass)"));
+                    }
                     break;
+                }
+                if let (true, Some(budget)) = (backfilling[side_idx(side)], budget.as_mut()) {
+                    // Where to go on from: the page just applied is committed.
+                    self.state
+                        .set_marker(sync, &marker, &serde_json::json!({ "page": token }))
+                        .await?;
+                    let b = gradual.expect("gradual when backfilling");
+                    budget.spent_now(self, def).await?;
+                    if let Some(why) = budget.stop(b) {
+                        report.backfill.push(format!(
+                            "{side}: {n} records this pass, then paused ({why})"
+                        ));
+                        break;
+                    }
                 }
             }
         }
@@ -445,17 +510,23 @@ impl Engine {
                 read[side_idx(side)] = self.read_ids(def, objs, side, &want).await?;
                 report.side(side).read += read[side_idx(side)].len() as u64;
             }
-            let (p, old) = self
+            let (mut p, old) = self
                 .plan_step(def, spec, objs, read, true, &HashMap::new())
                 .await?;
+            if holding {
+                hold_creates(&mut p);
+            }
             self.apply(def, spec, objs, p, &old, run_id, report, opts)
                 .await?;
         }
         for chunk in deferred.chunks(page_size) {
             let recs = self.read_ids(def, objs, Side::B, chunk).await?;
-            let (p, old) = self
+            let (mut p, old) = self
                 .plan_step(def, spec, objs, [Vec::new(), recs], true, &HashMap::new())
                 .await?;
+            if holding {
+                hold_creates(&mut p);
+            }
             self.apply(def, spec, objs, p, &old, run_id, report, opts)
                 .await?;
         }
@@ -1125,6 +1196,133 @@ impl Engine {
 }
 
 /// Counts a plan's statuses (writes are counted as they happen).
+/// Why a held create waits (and how held entries are told apart).
+const HELD: &str = "backfill: created once both sides are read in full";
+
+/// Turns the plan's creates into waiting entries, indexed by their own key
+/// so the rest of the backfill can still match them.
+fn hold_creates(p: &mut Plan) {
+    for it in &mut p.items {
+        let mut held = false;
+        if matches!(it.write_a, Some(PlannedWrite::Create { .. })) {
+            it.write_a = None;
+            it.seen_a = None;
+            it.key_a = None;
+            held = true;
+        }
+        if matches!(it.write_b, Some(PlannedWrite::Create { .. })) {
+            it.write_b = None;
+            it.seen_b = None;
+            it.key_b = None;
+            held = true;
+        }
+        if held {
+            it.status = Status::Waiting(HELD.into());
+        }
+    }
+}
+
+/// What a gradual backfill may still spend today.
+struct BackfillBudget {
+    day: String,
+    /// Requests the backfill made today, before this pass.
+    spent_before: u64,
+    /// The connections' request counters at the start of this pass.
+    requests_at_start: u64,
+    spent: u64,
+    /// `budget_share` of the smallest daily limit the connections report.
+    allowance: Option<u64>,
+}
+
+impl BackfillBudget {
+    /// Why the backfill stops now, if it does.
+    fn stop(&self, b: &crate::schedule::Backfill) -> Option<String> {
+        if !b.open_at(chrono::Utc::now()) {
+            let (s, e) = b.window.unwrap_or_default();
+            return Some(format!(
+                "outside the backfill window {:02}:{:02}-{:02}:{:02} UTC",
+                s / 60,
+                s % 60,
+                e / 60,
+                e % 60
+            ));
+        }
+        match self.allowance {
+            Some(a) if self.spent >= a => Some(format!(
+                "today's backfill budget is spent: {} of {a} requests",
+                self.spent
+            )),
+            _ => None,
+        }
+    }
+
+    /// Counts the requests made since the pass began.
+    async fn spent_now(&mut self, engine: &Engine, def: &SyncDef) -> Result<(), EngineError> {
+        let (requests, limit) = engine.api_usage(def).await;
+        self.spent = self.spent_before + requests.saturating_sub(self.requests_at_start);
+        if let (None, Some(l), Some(share)) = (
+            self.allowance,
+            limit,
+            def.backfill.as_ref().and_then(|b| b.budget_share),
+        ) {
+            self.allowance = Some((l as f64 * share).floor() as u64);
+        }
+        engine
+            .state
+            .set_marker(
+                &def.name,
+                "backfill_spent",
+                &serde_json::json!({ "day": self.day, "requests": self.spent }),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Requests sent so far through the sync's API connections, and the
+    /// smallest daily limit they report.
+    async fn api_usage(&self, def: &SyncDef) -> (u64, Option<u64>) {
+        let mut requests = 0;
+        let mut limit: Option<u64> = None;
+        for ep in [&def.a, &def.b] {
+            if let Some(u) = self.connected(&ep.connection).await.and_then(|c| c.usage()) {
+                requests += u.requests;
+                if let Some(l) = u.daily_limit {
+                    limit = Some(limit.map_or(l, |m| m.min(l)));
+                }
+            }
+        }
+        (requests, limit)
+    }
+
+    async fn backfill_budget(
+        &self,
+        def: &SyncDef,
+        b: &crate::schedule::Backfill,
+    ) -> Result<BackfillBudget, EngineError> {
+        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let spent_before = self
+            .state
+            .cursor(&def.name, "backfill_spent")
+            .await?
+            .filter(|v| v.get("day").and_then(|d| d.as_str()) == Some(day.as_str()))
+            .and_then(|v| v.get("requests").and_then(|r| r.as_u64()))
+            .unwrap_or(0);
+        let (requests_at_start, limit) = self.api_usage(def).await;
+        Ok(BackfillBudget {
+            day,
+            spent_before,
+            requests_at_start,
+            spent: spent_before,
+            allowance: b
+                .budget_share
+                .zip(limit)
+                .map(|(share, l)| (l as f64 * share).floor() as u64),
+        })
+    }
+}
+
 fn count_status(items: &[ItemPlan], report: &mut SyncReport) {
     for it in items {
         if let Some(id) = it.entry_id {

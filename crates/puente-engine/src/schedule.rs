@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Duration as Span, NaiveTime, TimeZone, Utc, Weekday};
+use chrono::{DateTime, Datelike, Duration as Span, NaiveTime, TimeZone, Timelike, Utc, Weekday};
 
 /// How often a full reconciliation runs (catching what webhooks and
 /// incremental reads missed). Times of day are UTC.
@@ -115,6 +115,26 @@ impl Default for Schedule {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn backfill_windows_wrap_past_midnight() {
+        let at = |h: u32, m: u32| Utc.with_ymd_and_hms(2026, 11, 22, h, m, 0).unwrap();
+        let night = Backfill {
+            window: Some(Backfill::parse_window("22:00-06:00").unwrap()),
+            budget_share: None,
+        };
+        assert!(night.open_at(at(23, 10)) && night.open_at(at(5, 59)));
+        assert!(!night.open_at(at(6, 0)) && !night.open_at(at(12, 0)));
+        let day = Backfill {
+            window: Some(Backfill::parse_window("09:30-17:00").unwrap()),
+            budget_share: None,
+        };
+        assert!(day.open_at(at(9, 30)) && !day.open_at(at(17, 0)));
+        assert!(Backfill::default().open_at(at(3, 0)));
+        for bad in ["22-06", "25:00-06:00", "10:00-10:00", "night"] {
+            assert!(Backfill::parse_window(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     fn at(s: &str) -> DateTime<Utc> {
@@ -187,6 +207,53 @@ mod tests {
         ] {
             let e = Reconcile::parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}
+
+/// A gradual exchange: the initial read of a side (its backfill) goes on
+/// only inside a daily window and within a share of the API's daily budget.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Backfill {
+    /// Minutes of the UTC day, `[start, end)`; wraps past midnight when
+    /// `end <= start`.
+    pub window: Option<(u32, u32)>,
+    /// The share of a connection's daily API budget the backfill may spend.
+    pub budget_share: Option<f64>,
+}
+
+impl Backfill {
+    /// Reads `HH:MM-HH:MM` (UTC).
+    pub fn parse_window(s: &str) -> Result<(u32, u32), String> {
+        let fix = || "write the window as HH:MM-HH:MM in UTC, e.g. \"22:00-06:00\"".to_string();
+        let (a, b) = s.split_once('-').ok_or_else(fix)?;
+        let minutes = |t: &str| -> Result<u32, String> {
+            let (h, m) = t.trim().split_once(':').ok_or_else(fix)?;
+            let (h, m): (u32, u32) = (h.parse().map_err(|_| fix())?, m.parse().map_err(|_| fix())?);
+            if h > 23 || m > 59 {
+                return Err(fix());
+            }
+            Ok(h * 60 + m)
+        };
+        let (start, end) = (minutes(a)?, minutes(b)?);
+        if start == end {
+            return Err(
+                "the window is empty; to backfill at any hour, leave backfill_window out".into(),
+            );
+        }
+        Ok((start, end))
+    }
+
+    /// Whether the backfill may read at `t`.
+    pub fn open_at(&self, t: DateTime<Utc>) -> bool {
+        let Some((start, end)) = self.window else {
+            return true;
+        };
+        let now = t.hour() * 60 + t.minute();
+        if start < end {
+            (start..end).contains(&now)
+        } else {
+            now >= start || now < end
         }
     }
 }

@@ -9,6 +9,7 @@ mod examples;
 mod faults;
 mod fixtures;
 mod fuzz_corpus;
+mod gradual;
 mod hubspot;
 mod two_way;
 mod validate;
