@@ -442,6 +442,51 @@ impl Running {
         }
     }
 
+    /// Installs the OAuth app as a user approving it would (an authorization
+    /// code exchanged at the token endpoint); the token answer
+    /// (`access_token`, `refresh_token`, `expires_in`).
+    pub async fn install_app(&self, scopes: &[&str]) -> Result<serde_json::Value, String> {
+        let code = self.sandbox.authorize("http://localhost/cb", scopes);
+        let o = &self.sandbox.opts;
+        reqwest::Client::new()
+            .post(format!("{}/oauth/v1/token", self.url))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("client_id", o.client_id.as_str()),
+                ("client_secret", o.client_secret.as_str()),
+                ("redirect_uri", "http://localhost/cb"),
+                ("code", code.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Creates records of an object type through the batch API, 100 a
+    /// call; each item is a record's properties.
+    pub async fn create_all(
+        &self,
+        ty: &str,
+        properties: impl IntoIterator<Item = serde_json::Value>,
+    ) -> Result<(), String> {
+        let inputs: Vec<serde_json::Value> = properties
+            .into_iter()
+            .map(|p| serde_json::json!({ "properties": p }))
+            .collect();
+        for chunk in inputs.chunks(100) {
+            self.call(
+                reqwest::Method::POST,
+                &format!("/crm/v3/objects/{ty}/batch/create"),
+                Some(serde_json::json!({ "inputs": chunk })),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Every record of an object type (all pages), with these properties.
     pub async fn all(&self, ty: &str, properties: &str) -> Result<Vec<serde_json::Value>, String> {
         let mut out = Vec::new();

@@ -252,23 +252,8 @@ async fn faults_are_retried_and_nothing_is_lost_or_doubled() {
 #[tokio::test(flavor = "multi_thread")]
 async fn oauth_tokens_are_refreshed_and_a_revoked_refresh_token_is_a_clear_error() {
     let sb = Running::start(SandboxOptions::default()).await.unwrap();
-    let http = reqwest::Client::new();
-    let code = sb
-        .sandbox
-        .authorize("http://localhost/cb", &["crm.objects.contacts.read"]);
-    let tokens: serde_json::Value = http
-        .post(format!("{}/oauth/v1/token", sb.url))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("client_id", "sandbox-client-id"),
-            ("client_secret", "sandbox-client-secret"),
-            ("redirect_uri", "http://localhost/cb"),
-            ("code", &code),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let tokens = sb
+        .install_app(&["crm.objects.contacts.read"])
         .await
         .unwrap();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_string();

@@ -459,6 +459,16 @@ async fn the_bad_input_corpus_fails_each_record_alone_with_its_field() {
         .count();
     assert_eq!(dst.len(), expected_synced);
 
+    // A failed record is tried again each run and goes through once its
+    // source is fixed.
+    let failed = p.failed().await.len();
+    p.a.exec("UPDATE src SET email = 'fixed@example.com' WHERE id = 4")
+        .await;
+    let def = p.engine.config.sync("people").unwrap().clone();
+    let r = p.engine.run(&def, &Default::default()).await.unwrap();
+    assert_eq!(r.b.created, 1, "{r:?}");
+    assert_eq!(p.failed().await.len(), failed - 1);
+
     // The table in docs/reliability.md is this corpus.
     let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/reliability.md");
     let doc = std::fs::read_to_string(doc_path).unwrap();

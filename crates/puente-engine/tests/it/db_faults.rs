@@ -217,15 +217,7 @@ async fn a_locked_row_fails_alone_and_syncs_once_released() {
         .await
         .unwrap();
     let r = p.run().await;
-    let failed = p
-        .engine
-        .state
-        .records(&puente_state::RecordFilter {
-            status: Some("failed".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let failed = p.failed().await;
     assert_eq!((r.b.updated, r.b.failed), (9, 1), "{r:?} {failed:?}");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].category.as_deref(), Some("server"), "{failed:?}");
@@ -257,15 +249,7 @@ async fn a_constraint_violated_by_one_row_fails_that_row_alone() {
     let p = Pair::new(a, b, "").await;
     let r = p.run().await;
     assert_eq!((r.b.created, r.b.failed), (29, 1), "{r:?}");
-    let failed = p
-        .engine
-        .state
-        .records(&puente_state::RecordFilter {
-            status: Some("failed".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let failed = p.failed().await;
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0].a_id.as_deref(), Some("7"));
     assert_eq!(failed[0].category.as_deref(), Some("duplicate"));

@@ -29,13 +29,7 @@ async fn query(dir: &Path, file: &str, sql: &str) -> Vec<String> {
 async fn engine_for(example_name: &str, dir: &Path) -> Engine {
     let path = dir.join("puente.toml");
     std::fs::copy(example(example_name), &path).unwrap();
-    Engine::open(
-        config::load(&path)
-            .await
-            .unwrap_or_else(|d| panic!("{d:?}")),
-    )
-    .await
-    .unwrap()
+    crate::fixtures::open_engine(&path).await
 }
 
 const TOUCH: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";

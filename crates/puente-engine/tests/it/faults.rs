@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use puente_engine::RunOptions;
 use puente_hubspot::sandbox::{Faults, Running, SandboxOptions};
 use puente_state::RecordFilter;
-use serde_json::{json, Value as J};
+use serde_json::json;
 
 use crate::fixtures::{Db, Pair};
 
@@ -29,16 +29,12 @@ async fn hubspot_emails(sb: &Running) -> BTreeMap<String, usize> {
 
 async fn trial(share: f64) -> String {
     let sb = Running::start(SandboxOptions::unthrottled()).await.unwrap();
-    for chunk in (0..HS_ROWS).collect::<Vec<_>>().chunks(100) {
-        let inputs: Vec<J> = chunk.iter().map(|i| json!({"properties": {"email": format!("hs{i}@example.com"), "firstname": "Hub"}})).collect();
-        sb.call(
-            reqwest::Method::POST,
-            "/crm/v3/objects/contacts/batch/create",
-            Some(json!({"inputs": inputs})),
-        )
-        .await
-        .unwrap();
-    }
+    sb.create_all(
+        "contacts",
+        (0..HS_ROWS).map(|i| json!({"email": format!("hs{i}@example.com"), "firstname": "Hub"})),
+    )
+    .await
+    .unwrap();
     let pg = Db::pg().await;
     pg.contacts("people", 1, PG_ROWS, false).await;
     let text = format!(

@@ -71,6 +71,18 @@ impl Pair {
         self.run_with(RunOptions::default()).await
     }
 
+    /// The records in `failed`, of every sync.
+    pub async fn failed(&self) -> Vec<puente_state::RecordRow> {
+        self.engine
+            .state
+            .records(&puente_state::RecordFilter {
+                status: Some("failed".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
     pub async fn run_with(&self, opts: RunOptions) -> SyncReport {
         let def = self.engine.config.syncs[0].clone();
         self.engine
@@ -95,6 +107,12 @@ pub fn uuid_like() -> String {
         .unwrap()
         .as_nanos();
     format!("{}-{t}-{n}", std::process::id())
+}
+
+/// The engine for a config file, loaded as `puente` loads it.
+pub async fn open_engine(path: &std::path::Path) -> Engine {
+    let cfg = config::load(path).await.unwrap_or_else(|d| panic!("{d:?}"));
+    Engine::open(cfg).await.unwrap()
 }
 
 pub async fn duplicates(db: &Db, table: &str) -> Vec<String> {

@@ -4,7 +4,7 @@
 //! nothing until both sides are read in full, and then converges with every
 //! shared contact matched, not duplicated.
 
-use puente_engine::{config, Engine, RunOptions, SyncReport};
+use puente_engine::{Engine, RunOptions, SyncReport};
 use puente_hubspot::sandbox::{Running, SandboxOptions};
 use serde_json::json;
 
@@ -47,13 +47,7 @@ fields = [
 async fn engine(dir: &std::path::Path, text: &str) -> Engine {
     let path = dir.join("puente.toml");
     std::fs::write(&path, text).unwrap();
-    Engine::open(
-        config::load(&path)
-            .await
-            .unwrap_or_else(|d| panic!("{d:?}")),
-    )
-    .await
-    .unwrap()
+    crate::fixtures::open_engine(&path).await
 }
 
 async fn pass(e: &Engine) -> SyncReport {
@@ -70,26 +64,19 @@ async fn a_gradual_exchange_keeps_to_its_window_and_budget() {
     .await
     .unwrap();
     // HubSpot: 200 contacts, 50 of them (user1..user50) also in PostgreSQL.
-    for chunk in 0..2 {
-        let inputs: Vec<_> = (0..100)
-            .map(|i| {
-                let n = chunk * 100 + i;
-                let email = if n < 50 {
-                    format!("user{}@example.com", n + 1)
-                } else {
-                    format!("hs{n}@example.com")
-                };
-                json!({"properties": {"email": email, "firstname": "Hub", "lastname": format!("Spot{n}")}})
-            })
-            .collect();
-        sb.call(
-            reqwest::Method::POST,
-            "/crm/v3/objects/contacts/batch/create",
-            Some(json!({ "inputs": inputs })),
-        )
-        .await
-        .unwrap();
-    }
+    sb.create_all(
+        "contacts",
+        (0..200).map(|n| {
+            let email = if n < 50 {
+                format!("user{}@example.com", n + 1)
+            } else {
+                format!("hs{n}@example.com")
+            };
+            json!({"email": email, "firstname": "Hub", "lastname": format!("Spot{n}")})
+        }),
+    )
+    .await
+    .unwrap();
     let pg = Db::pg().await;
     pg.contacts("people", 1, 300, false).await;
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,6 @@
 //! End-to-end syncs between real databases: PostgreSQL ↔ MariaDB and
 //! SQLite ↔ PostgreSQL, through the engine.
 
-mod bad_input;
 mod conflicts;
 mod corpus;
 mod db_faults;

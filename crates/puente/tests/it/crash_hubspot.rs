@@ -104,19 +104,12 @@ async fn pg_table(db: &Db) -> BTreeMap<String, String> {
 /// HubSpot starts with contacts ROWS-OVERLAP+1 ..= 2·ROWS-OVERLAP, the
 /// first OVERLAP of them also in PostgreSQL with the same values.
 async fn seed_hubspot(sb: &Running) {
-    let ids: Vec<i64> = (ROWS - OVERLAP + 1..=2 * ROWS - OVERLAP).collect();
-    for chunk in ids.chunks(100) {
-        let inputs: Vec<J> = chunk
-            .iter()
-            .map(|i| json!({"properties": {"email": format!("user{i}@example.com"), "firstname": format!("First{i}"), "lastname": format!("Last{i}")}}))
-            .collect();
-        api(
-            sb,
-            "/crm/v3/objects/contacts/batch/create",
-            json!({"inputs": inputs}),
-        )
-        .await;
-    }
+    sb.create_all(
+        "contacts",
+        (ROWS - OVERLAP + 1..=2 * ROWS - OVERLAP).map(|i| json!({"email": format!("user{i}@example.com"), "firstname": format!("First{i}"), "lastname": format!("Last{i}")})),
+    )
+    .await
+    .unwrap();
 }
 
 /// Edits both sides; returns how many records each edit touched.

@@ -111,22 +111,8 @@ fields = [
 }
 
 async fn refresh_token(sb: &Running) -> String {
-    let code = sb
-        .sandbox
-        .authorize("http://localhost/cb", &["crm.objects.contacts.write"]);
-    let tokens: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/oauth/v1/token", sb.url))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("client_id", "sandbox-client-id"),
-            ("client_secret", CLIENT_SECRET),
-            ("redirect_uri", "http://localhost/cb"),
-            ("code", &code),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let tokens = sb
+        .install_app(&["crm.objects.contacts.write"])
         .await
         .unwrap();
     tokens["refresh_token"].as_str().unwrap().to_string()
