@@ -220,3 +220,82 @@ async fn severe_errors_are_alerted_once_by_webhook_and_email() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nearly_spent_daily_budget_is_alerted() {
+    let (hook, got) = receiver().await;
+    let s = Served::start(Setup {
+        contacts: 5,
+        daily_limit: 1_000,
+        alerts: AlertsDef {
+            webhook_url: Some(hook),
+            budget_share: 0.002,
+            check_secs: 1,
+            ..AlertsDef::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let alert = until(Duration::from_secs(10), || {
+        of_kind(&got, "daily_budget").pop()
+    })
+    .await;
+    let text = alert["text"].as_str().unwrap();
+    assert!(
+        text.contains("connection crm:") && text.contains("of today's 1000 API requests used"),
+        "{text}"
+    );
+    assert!(
+        text.contains("What to do: syncs stop calling this API"),
+        "{text}"
+    );
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(of_kind(&got, "daily_budget").len(), 1, "alerted once");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_down_past_its_threshold_is_alerted_and_clears() {
+    let (hook, got) = receiver().await;
+    let s = Served::start(Setup {
+        contacts: 5,
+        alerts: AlertsDef {
+            webhook_url: Some(hook),
+            connection_down_secs: 1,
+            check_secs: 1,
+            ..AlertsDef::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    // HubSpot answers every call with a 5xx: the pass fails after its retries.
+    s.sandbox
+        .sandbox
+        .set_faults(puente_hubspot::sandbox::Faults {
+            server_error: 1.0,
+            ..Default::default()
+        });
+    s.api(Method::POST, "/api/syncs/contacts/run", None).await;
+    let alert = until(Duration::from_secs(40), || {
+        of_kind(&got, "connection_down").pop()
+    })
+    .await;
+    let text = alert["text"].as_str().unwrap();
+    assert!(text.contains("connection crm has failed for"), "{text}");
+    assert!(
+        text.contains("What to do: check that crm is reachable"),
+        "{text}"
+    );
+    // It answers again: a pass goes through and the condition clears.
+    s.sandbox.sandbox.set_faults(Default::default());
+    s.api(Method::POST, "/api/syncs/contacts/run", None).await;
+    s.wait_for(Duration::from_secs(30), |v| {
+        v["state"]["failing_since"].is_null()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(of_kind(&got, "connection_down").len(), 1);
+    let (_, st) = s.api(Method::GET, "/api/connections", None).await;
+    assert!(st.to_string().contains("crm"), "{st}");
+    s.stop().await;
+}

@@ -30,6 +30,8 @@ pub struct Setup {
     pub conflict: &'static str,
     pub poll_secs: u64,
     pub alerts: puente_engine::config::AlertsDef,
+    /// The sandbox account's daily request limit.
+    pub daily_limit: u64,
 }
 
 impl Default for Setup {
@@ -39,6 +41,7 @@ impl Default for Setup {
             conflict: "winner",
             poll_secs: 3600,
             alerts: Default::default(),
+            daily_limit: SandboxOptions::default().daily_limit,
         }
     }
 }
@@ -52,6 +55,7 @@ impl Served {
             rate_limit_per_10s: 10_000,
             search_per_sec: 1_000,
             webhook_retry_base: Duration::from_millis(200),
+            daily_limit: setup.daily_limit,
             ..SandboxOptions::default()
         })
         .await
