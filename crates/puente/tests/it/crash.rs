@@ -58,8 +58,6 @@ fields = [
     path
 }
 
-/// Runs `puente sync`, killing it after `kill_after` when given. Returns
-/// how long it ran and whether it finished by itself.
 /// Trials to run: `PUENTE_CRASH_TRIALS`, else `default`.
 pub fn trials(default: usize) -> usize {
     std::env::var("PUENTE_CRASH_TRIALS")
@@ -85,6 +83,8 @@ pub fn assert_all_in_sync(config: &Path, expected: usize, trial: usize) {
     );
 }
 
+/// Runs `puente sync`, killing it after `kill_after` when given. Returns
+/// how long it ran and whether it finished by itself.
 pub fn sync(config: &Path, kill_after: Option<Duration>) -> (Duration, bool) {
     let started = Instant::now();
     let mut child = Command::new(bin())

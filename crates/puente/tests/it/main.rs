@@ -4,4 +4,5 @@ mod browser;
 mod cli;
 mod crash;
 mod crash_hubspot;
+mod crash_webhook;
 mod secrets;
