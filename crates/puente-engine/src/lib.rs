@@ -18,7 +18,9 @@ use puente_state::{StateError, StateStore};
 use tokio::sync::Mutex;
 
 pub use config::{Config, Diagnostic, SyncDef};
-pub use run::{Progress, ProgressFn, RestoreReport, RunOptions, SideCounts, SyncReport};
+pub use run::{
+    BackfillStatus, Progress, ProgressFn, RestoreReport, RunOptions, SideCounts, SyncReport,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -472,7 +472,8 @@ impl Engine {
                     if let Some(c) = page.cursor {
                         final_cursors.push((side.as_str().to_string(), c.0));
                     }
-                    if backfilling[side_idx(side)] {
+                    if let (true, Some(budget)) = (backfilling[side_idx(side)], budget.as_mut()) {
+                        budget.spent_now(self, def).await?;
                         final_cursors.push((marker.clone(), serde_json::Value::Null));
                         report
                             .backfill
@@ -531,6 +532,10 @@ impl Engine {
                 .await?;
         }
         // Every change read is applied or recorded as failed: the cursors move.
+        let finished: Vec<Side> = [Side::A, Side::B]
+            .into_iter()
+            .filter(|side| final_cursors.iter().any(|(k, _)| k == side.as_str()))
+            .collect();
         self.state
             .commit(&Commit {
                 sync: sync.to_string(),
@@ -539,6 +544,41 @@ impl Engine {
                 ..Commit::default()
             })
             .await?;
+        // The backfill just ended on every side: what was held is created
+        // now rather than a poll interval later. (Should this stop half
+        // way, the entries are still waiting and the next pass takes them.)
+        let ended = [Side::A, Side::B]
+            .into_iter()
+            .all(|side| !backfilling[side_idx(side)] || finished.contains(&side));
+        if holding && ended {
+            let held: Vec<Entry> = self
+                .state
+                .entries_to_revisit(sync)
+                .await?
+                .into_iter()
+                .filter(|e| matches!(&e.status, Status::Waiting(r) if r == HELD))
+                .collect();
+            report.backfill.push(format!(
+                "both sides read in full: {} held records planned",
+                held.len()
+            ));
+            for chunk in held.chunks(page_size) {
+                let mut read = [Vec::new(), Vec::new()];
+                for side in [Side::A, Side::B] {
+                    let want: Vec<String> = chunk
+                        .iter()
+                        .filter_map(|e| e.id_on(side))
+                        .cloned()
+                        .collect();
+                    read[side_idx(side)] = self.read_ids(def, objs, side, &want).await?;
+                }
+                let (p, old) = self
+                    .plan_step(def, spec, objs, read, true, &HashMap::new())
+                    .await?;
+                self.apply(def, spec, objs, p, &old, run_id, report, opts)
+                    .await?;
+            }
+        }
         Ok(())
     }
 
@@ -1238,13 +1278,9 @@ impl BackfillBudget {
     /// Why the backfill stops now, if it does.
     fn stop(&self, b: &crate::schedule::Backfill) -> Option<String> {
         if !b.open_at(chrono::Utc::now()) {
-            let (s, e) = b.window.unwrap_or_default();
             return Some(format!(
-                "outside the backfill window {:02}:{:02}-{:02}:{:02} UTC",
-                s / 60,
-                s % 60,
-                e / 60,
-                e % 60
+                "outside the backfill window {}",
+                b.window_text().unwrap_or_default()
             ));
         }
         match self.allowance {
@@ -1279,7 +1315,51 @@ impl BackfillBudget {
     }
 }
 
+/// Where a gradual exchange stands, for the dashboard and the API.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackfillStatus {
+    /// `HH:MM-HH:MM UTC`, when the backfill is limited to a window.
+    pub window: Option<String>,
+    pub budget_share: Option<f64>,
+    /// Each side: whether its initial read is complete.
+    pub a_done: bool,
+    pub b_done: bool,
+    /// Requests the backfill spent today (UTC).
+    pub spent_today: u64,
+}
+
 impl Engine {
+    /// A gradual sync's backfill: how far each side got, and today's spend.
+    pub async fn backfill_status(
+        &self,
+        def: &SyncDef,
+    ) -> Result<Option<BackfillStatus>, EngineError> {
+        let Some(b) = &def.backfill else {
+            return Ok(None);
+        };
+        let (_, spent_today) = self.backfill_spent(def).await?;
+        Ok(Some(BackfillStatus {
+            window: b.window_text(),
+            budget_share: b.budget_share,
+            a_done: self.state.cursor(&def.name, "a").await?.is_some(),
+            b_done: self.state.cursor(&def.name, "b").await?.is_some(),
+            spent_today,
+        }))
+    }
+
+    /// Today (UTC) and the requests the backfill spent on it.
+    async fn backfill_spent(&self, def: &SyncDef) -> Result<(String, u64), EngineError> {
+        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let spent = self
+            .state
+            .cursor(&def.name, "backfill_spent")
+            .await?
+            .filter(|v| v.get("day").and_then(|d| d.as_str()) == Some(day.as_str()))
+            .and_then(|v| v.get("requests").and_then(|r| r.as_u64()))
+            .unwrap_or(0);
+        Ok((day, spent))
+    }
+
     /// Requests sent so far through the sync's API connections, and the
     /// smallest daily limit they report.
     async fn api_usage(&self, def: &SyncDef) -> (u64, Option<u64>) {
@@ -1301,14 +1381,7 @@ impl Engine {
         def: &SyncDef,
         b: &crate::schedule::Backfill,
     ) -> Result<BackfillBudget, EngineError> {
-        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        let spent_before = self
-            .state
-            .cursor(&def.name, "backfill_spent")
-            .await?
-            .filter(|v| v.get("day").and_then(|d| d.as_str()) == Some(day.as_str()))
-            .and_then(|v| v.get("requests").and_then(|r| r.as_u64()))
-            .unwrap_or(0);
+        let (day, spent_before) = self.backfill_spent(def).await?;
         let (requests_at_start, limit) = self.api_usage(def).await;
         Ok(BackfillBudget {
             day,

@@ -244,6 +244,19 @@ impl Backfill {
         Ok((start, end))
     }
 
+    /// The window as `HH:MM-HH:MM UTC`.
+    pub fn window_text(&self) -> Option<String> {
+        self.window.map(|(s, e)| {
+            format!(
+                "{:02}:{:02}-{:02}:{:02} UTC",
+                s / 60,
+                s % 60,
+                e / 60,
+                e % 60
+            )
+        })
+    }
+
     /// Whether the backfill may read at `t`.
     pub fn open_at(&self, t: DateTime<Utc>) -> bool {
         let Some((start, end)) = self.window else {

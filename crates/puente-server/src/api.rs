@@ -114,6 +114,8 @@ pub struct SyncView {
     /// Failed records by category (with a hint), then excluded ones by reason.
     pub failed: Vec<GroupRow>,
     pub excluded: Vec<GroupRow>,
+    /// A gradual exchange's backfill (none for `all_at_once`).
+    pub backfill: Option<puente_engine::BackfillStatus>,
 }
 
 /// A sync of the config, or a 404 naming it.
@@ -141,7 +143,13 @@ pub async fn sync_view(app: &App, name: &str) -> ApiResult<SyncView> {
         .map_err(ApiError::internal)?
         .into_iter()
         .partition(|g| g.status == "failed");
+    let backfill = app
+        .engine
+        .backfill_status(def)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(SyncView {
+        backfill,
         name: def.name.clone(),
         direction: def.direction.as_str().to_string(),
         a: def.a.label(),

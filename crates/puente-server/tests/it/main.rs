@@ -3,6 +3,7 @@
 
 mod alerts;
 mod api;
+mod gradual;
 mod setup;
 mod shutdown;
 mod webhook;

@@ -32,6 +32,8 @@ pub struct Setup {
     pub alerts: puente_engine::config::AlertsDef,
     /// The sandbox account's daily request limit.
     pub daily_limit: u64,
+    /// More keys for the sync (`exchange = "gradual"`, …).
+    pub sync_extra: &'static str,
 }
 
 impl Default for Setup {
@@ -42,6 +44,7 @@ impl Default for Setup {
             poll_secs: 3600,
             alerts: Default::default(),
             daily_limit: SandboxOptions::default().daily_limit,
+            sync_extra: "",
         }
     }
 }
@@ -85,6 +88,7 @@ conflict = "{conflict}"
 poll_interval_secs = {poll}
 reconcile = "off"
 delete_check_interval_secs = 0
+{extra}
 a = {{ connection = "crm", object = "contacts" }}
 b = {{ connection = "db", object = "people", cursor = "updated_at" }}
 match = [{{ a = "email", b = "email" }}]
@@ -99,6 +103,7 @@ fields = [
             pg = db.url(),
             conflict = setup.conflict,
             poll = setup.poll_secs,
+            extra = setup.sync_extra,
         );
         let path = dir.path().join("puente.toml");
         std::fs::write(&path, &text).unwrap();
