@@ -487,16 +487,7 @@ async fn every_action_endpoint_does_what_it_says() {
     assert!(e["message"].as_str().unwrap().contains("contacts"));
 
     // Metrics: counts, writes and API usage per connection.
-    let m = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.text("/metrics").await;
     for needle in [
         "puente_records{sync=\"contacts\",status=\"in_sync\"} 20",
         "puente_records_written_total{",

@@ -3,7 +3,7 @@
 
 use reqwest::Method;
 
-use crate::setup::{Served, Setup, TOKEN};
+use crate::setup::{Served, Setup};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_backfill_of_a_gradual_exchange_is_shown() {
@@ -23,16 +23,7 @@ async fn the_backfill_of_a_gradual_exchange_is_shown() {
         (Some(true), Some(true))
     );
     assert!(b["spent_today"].as_u64().unwrap() > 0, "{b}");
-    let page = s
-        .http
-        .get(format!("{}/syncs/contacts", s.url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = s.text("/syncs/contacts").await;
     assert!(
         page.contains(
             "Exchange: gradual · window 00:00-23:59 UTC · budget 50% of the daily API limit"

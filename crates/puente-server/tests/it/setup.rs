@@ -176,6 +176,20 @@ fields = [
         )
     }
 
+    /// A page or text answer (the dashboard, CSV, metrics) read with the
+    /// admin token.
+    pub async fn text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Polls `/api/syncs/contacts` until `ok` holds; panics with the last
     /// answer after `limit`.
     pub async fn wait_for(&self, limit: Duration, ok: impl Fn(&J) -> bool) -> J {
