@@ -206,10 +206,7 @@ impl Client {
                 .chain_update([0])
                 .chain_update(refresh_token.as_bytes())
                 .finalize();
-            d[..8]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
+            hex::encode(&d[..8])
         };
         if access.is_none() && !force_refresh {
             if let Some(cache) = &self.settings.token_cache {
@@ -450,10 +447,7 @@ pub fn failure(e: &J, record: &str) -> Failure {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    chrono::Utc::now().timestamp().max(0) as u64
 }
 
 /// A cached access token of `owner`'s, if it has more than five minutes

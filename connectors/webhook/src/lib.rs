@@ -26,7 +26,7 @@ use puente_core::{
     FieldType, Object, ObjectSchema, ObjectSpec, Page, Push, Record, Value, WriteOp, WriteOutcome,
 };
 use serde_json::Value as J;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
@@ -57,7 +57,13 @@ pub struct WebhookConnector {
     auth: WebhookAuth,
     /// One writer per inbox file at a time.
     append: Mutex<()>,
+    /// Per object: the fields its events carry, and how far the inbox was
+    /// scanned for them (each open scans only what came since).
+    fields: Mutex<HashMap<String, Discovered>>,
 }
+
+/// How far an inbox was scanned, and the fields found in it.
+type Discovered = (u64, BTreeMap<String, FieldType>);
 
 impl WebhookConnector {
     pub fn new(dir: impl Into<PathBuf>, auth: WebhookAuth) -> WebhookConnector {
@@ -65,6 +71,7 @@ impl WebhookConnector {
             dir: dir.into(),
             auth,
             append: Mutex::new(()),
+            fields: Mutex::new(HashMap::new()),
         }
     }
 
@@ -80,7 +87,7 @@ impl WebhookConnector {
                     .ok_or_else(|| refused(&format!("no {h} header")))?;
                 let given = given.trim();
                 let hex = given.strip_prefix("sha256=").unwrap_or(given);
-                let bytes = decode_hex(hex).ok_or_else(|| refused("the signature is not hex"))?;
+                let bytes = hex::decode(hex).map_err(|_| refused("the signature is not hex"))?;
                 let mut mac = Hmac::<Sha256>::new_from_slice(self.auth.secret.as_bytes())
                     .expect("HMAC takes any key length");
                 mac.update(&push.body);
@@ -94,7 +101,7 @@ impl WebhookConnector {
                     .and_then(|v| v.strip_prefix("Bearer "))
                     .or_else(|| push.header("x-puente-token"))
                     .ok_or_else(|| refused("no token"))?;
-                if same(given.trim(), &self.auth.secret) {
+                if puente_core::secret_eq(given.trim(), &self.auth.secret) {
                     Ok(())
                 } else {
                     Err(refused("wrong token"))
@@ -108,25 +115,6 @@ impl WebhookConnector {
     }
 }
 
-/// Equal, compared in constant time (over digests, so lengths leak nothing).
-fn same(a: &str, b: &str) -> bool {
-    let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    x.iter()
-        .zip(y.iter())
-        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
-        == 0
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// The object a delivery is for: `?object=NAME`, else `events`.
 fn object_of(uri: &str) -> Result<String, ConnectorError> {
     let query = uri.split_once('?').map(|(_, q)| q).unwrap_or("");
@@ -136,6 +124,11 @@ fn object_of(uri: &str) -> Result<String, ConnectorError> {
         .find(|(k, _)| *k == "object")
         .map(|(_, v)| v.to_string())
         .unwrap_or_else(|| "events".to_string());
+    checked_object(name)
+}
+
+/// An object name, which names a file: letters, digits, `-` and `_`.
+fn checked_object(name: String) -> Result<String, ConnectorError> {
     if name.is_empty()
         || !name
             .chars()
@@ -196,29 +189,43 @@ impl Connector for WebhookConnector {
     }
 
     async fn open(&self, spec: &ObjectSpec) -> Result<Arc<dyn Object>, ConnectorError> {
-        self.check().await?;
         let key = spec.key.clone().ok_or_else(|| {
             ConnectorError::config(format!(
                 "webhook object {}: no key; set key = \"FIELD\" on the endpoint (the field that identifies a record, e.g. call_id)",
                 spec.object
             ))
         })?;
-        object_of(&format!("?object={}", spec.object))?;
-        let inbox = Inbox {
-            path: self.inbox(&spec.object),
-            name: spec.object.clone(),
-            key,
-            page_size: spec.page_size.max(1),
+        let name = checked_object(spec.object.clone())?;
+        let path = self.inbox(&name);
+        // Fields seen so far, typed by their first non-null value.
+        let mut known = self.fields.lock().await;
+        let (scanned, fields) = known.entry(name.clone()).or_default();
+        for s in events(&path, *scanned).await? {
+            for (k, v) in &s.event {
+                if !v.is_null() && !fields.contains_key(k) {
+                    fields.insert(k.clone(), type_of(v));
+                }
+            }
+            *scanned = s.end;
+        }
+        let mut fields = fields.clone();
+        drop(known);
+        fields.entry(key.clone()).or_insert_with(FieldType::text);
+        Ok(Arc::new(Inbox {
             schema: ObjectSchema {
-                name: spec.object.clone(),
-                id_field: String::new(),
-                fields: Vec::new(),
+                name: name.clone(),
+                id_field: key.clone(),
+                fields: fields
+                    .into_iter()
+                    .map(|(n, ty)| FieldSchema::new(&n, ty))
+                    .collect(),
                 open: true,
             },
-        };
-        let mut inbox = inbox;
-        inbox.schema = inbox.discover().await?;
-        Ok(Arc::new(inbox))
+            path,
+            name,
+            key,
+            page_size: spec.page_size.max(1),
+        }))
     }
 
     async fn accept_push(&self, push: &Push) -> Result<usize, ConnectorError> {
@@ -233,8 +240,8 @@ impl Connector for WebhookConnector {
             lines.push_str(&line.to_string());
             lines.push('\n');
         }
+        // The folder exists: `check` made it when the connection opened.
         let _one = self.append.lock().await;
-        self.check().await?;
         let path = self.inbox(&object);
         let io = |e: std::io::Error| {
             ConnectorError::new(
@@ -272,75 +279,63 @@ struct Stored {
     event: serde_json::Map<String, J>,
 }
 
-impl Inbox {
-    /// The events stored from byte `from` on.
-    async fn events(&self, from: u64) -> Result<Vec<Stored>, ConnectorError> {
-        let bytes = match tokio::fs::read(&self.path).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(ConnectorError::new(
-                    ErrorKind::Internal,
-                    format!("cannot read {}: {e}", self.path.display()),
-                ))
-            }
+/// The events an inbox file holds from byte `from` on (none if the file
+/// does not exist yet). Only that part of the file is read.
+async fn events(path: &std::path::Path, from: u64) -> Result<Vec<Stored>, ConnectorError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let failed = |e: std::io::Error| {
+        ConnectorError::new(
+            ErrorKind::Internal,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    };
+    let mut f = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(failed(e)),
+    };
+    f.seek(std::io::SeekFrom::Start(from))
+        .await
+        .map_err(failed)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).await.map_err(failed)?;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        // A line still being appended (no newline yet) is left for later.
+        let Some(nl) = bytes[at..].iter().position(|b| *b == b'\n') else {
+            break;
         };
-        let mut out = Vec::new();
-        let mut at = (from as usize).min(bytes.len());
-        while at < bytes.len() {
-            // A line still being appended (no newline yet) is left for later.
-            let Some(nl) = bytes[at..].iter().position(|b| *b == b'\n') else {
-                break;
-            };
-            let line = &bytes[at..at + nl];
-            at += nl + 1;
-            let Ok(J::Object(mut v)) = serde_json::from_slice::<J>(line) else {
-                tracing::warn!(
-                    file = %self.path.display(),
-                    byte = at,
-                    "an inbox line is not JSON; skipped"
-                );
-                continue;
-            };
-            let received = v
-                .get("received_at")
-                .and_then(J::as_str)
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|d| d.with_timezone(&Utc));
-            if let Some(J::Object(event)) = v.remove("event") {
-                out.push(Stored {
-                    end: at as u64,
-                    received,
-                    event,
-                });
-            }
+        let line = &bytes[at..at + nl];
+        at += nl + 1;
+        let end = from + at as u64;
+        let Ok(J::Object(mut v)) = serde_json::from_slice::<J>(line) else {
+            tracing::warn!(
+                file = %path.display(),
+                byte = end,
+                "an inbox line is not JSON; skipped"
+            );
+            continue;
+        };
+        let received = v
+            .get("received_at")
+            .and_then(J::as_str)
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|d| d.with_timezone(&Utc));
+        if let Some(J::Object(event)) = v.remove("event") {
+            out.push(Stored {
+                end,
+                received,
+                event,
+            });
         }
-        Ok(out)
     }
+    Ok(out)
+}
 
-    /// Fields seen so far, typed by their first non-null value.
-    async fn discover(&self) -> Result<ObjectSchema, ConnectorError> {
-        let mut fields: BTreeMap<String, FieldType> = BTreeMap::new();
-        for s in self.events(0).await? {
-            for (k, v) in &s.event {
-                if v.is_null() || fields.contains_key(k) {
-                    continue;
-                }
-                fields.insert(k.clone(), type_of(v));
-            }
-        }
-        fields
-            .entry(self.key.clone())
-            .or_insert_with(FieldType::text);
-        Ok(ObjectSchema {
-            name: self.name.clone(),
-            id_field: self.key.clone(),
-            fields: fields
-                .into_iter()
-                .map(|(name, ty)| FieldSchema::new(&name, ty))
-                .collect(),
-            open: true,
-        })
+impl Inbox {
+    async fn events(&self, from: u64) -> Result<Vec<Stored>, ConnectorError> {
+        events(&self.path, from).await
     }
 
     /// The latest event of each key among `events`, in the order keys last
@@ -515,11 +510,7 @@ mod tests {
     fn sign(secret: &str, body: &str) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(body.as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(mac.finalize().into_bytes())
     }
 
     #[tokio::test]

@@ -19,6 +19,13 @@ pub use record::{Fields, Record};
 pub use schema::{FieldSchema, FieldType, ObjectSchema};
 pub use value::{parse_date, parse_datetime, ConvertError, Value};
 
+/// Whether a presented secret (a token) equals the expected one, compared
+/// in constant time so its content leaks nothing through timing.
+pub fn secret_eq(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+}
+
 /// One of the two sides of a sync.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Side {

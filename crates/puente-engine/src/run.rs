@@ -398,10 +398,8 @@ impl Engine {
             let mut token = None;
             let mut n = 0;
             let marker = format!("backfill_{side}");
-            if backfilling[side_idx(side)] {
-                let b = gradual.expect("gradual when backfilling");
-                let budget = budget.as_ref().expect("a budget when backfilling");
-                if let Some(why) = budget.stop(b) {
+            if let (true, Some(budget)) = (backfilling[side_idx(side)], budget.as_ref()) {
+                if let Some(why) = budget.stop() {
                     report.backfill.push(format!("{side}: waiting ({why})"));
                     continue;
                 }
@@ -448,14 +446,9 @@ impl Engine {
                     // (a's records have not all been compared with it yet)
                     // and is created on a, if still unpaired, at the end.
                     for it in &mut p.items {
-                        if matches!(it.write_a, Some(PlannedWrite::Create { .. })) {
-                            it.write_a = None;
-                            it.seen_a = None;
-                            it.key_a = None;
-                            it.status = Status::Waiting(
-                                "matching: compared with every a record before it is created there"
-                                    .into(),
-                            );
+                        let reason =
+                            "matching: compared with every a record before it is created there";
+                        if hold_create(it, Side::A, reason) {
                             if let Some(id) = &it.b_id {
                                 deferred.push(id.clone());
                             }
@@ -486,9 +479,8 @@ impl Engine {
                     self.state
                         .set_marker(sync, &marker, &serde_json::json!({ "page": token }))
                         .await?;
-                    let b = gradual.expect("gradual when backfilling");
                     budget.spent_now(self, def).await?;
-                    if let Some(why) = budget.stop(b) {
+                    if let Some(why) = budget.stop() {
                         report.backfill.push(format!(
                             "{side}: {n} records this pass, then paused ({why})"
                         ));
@@ -500,25 +492,11 @@ impl Engine {
         // Failed, waiting and settled records, then the b records held back.
         let page_size = def.a.spec.page_size.max(1);
         for chunk in revisit.chunks(page_size) {
-            let mut read = [Vec::new(), Vec::new()];
-            for side in [Side::A, Side::B] {
-                let want: Vec<String> = chunk
-                    .iter()
-                    .filter(|e| !e.deleted_on(side))
-                    .filter_map(|e| e.id_on(side))
-                    .cloned()
-                    .collect();
-                read[side_idx(side)] = self.read_ids(def, objs, side, &want).await?;
-                report.side(side).read += read[side_idx(side)].len() as u64;
-            }
-            let (mut p, old) = self
-                .plan_step(def, spec, objs, read, true, &HashMap::new())
+            let read = self
+                .replan(def, spec, objs, chunk, holding, run_id, report, opts)
                 .await?;
-            if holding {
-                hold_creates(&mut p);
-            }
-            self.apply(def, spec, objs, p, &old, run_id, report, opts)
-                .await?;
+            report.a.read += read[0];
+            report.b.read += read[1];
         }
         for chunk in deferred.chunks(page_size) {
             let recs = self.read_ids(def, objs, Side::B, chunk).await?;
@@ -563,23 +541,48 @@ impl Engine {
                 held.len()
             ));
             for chunk in held.chunks(page_size) {
-                let mut read = [Vec::new(), Vec::new()];
-                for side in [Side::A, Side::B] {
-                    let want: Vec<String> = chunk
-                        .iter()
-                        .filter_map(|e| e.id_on(side))
-                        .cloned()
-                        .collect();
-                    read[side_idx(side)] = self.read_ids(def, objs, side, &want).await?;
-                }
-                let (p, old) = self
-                    .plan_step(def, spec, objs, read, true, &HashMap::new())
-                    .await?;
-                self.apply(def, spec, objs, p, &old, run_id, report, opts)
+                self.replan(def, spec, objs, chunk, false, run_id, report, opts)
                     .await?;
             }
         }
         Ok(())
+    }
+
+    /// Reads the records of `entries` by id on both sides (where not
+    /// deleted), then plans and applies them, holding creates if `hold`.
+    /// Returns how many records each side gave.
+    #[allow(clippy::too_many_arguments)]
+    async fn replan(
+        &self,
+        def: &SyncDef,
+        spec: &SyncSpec,
+        objs: &[Arc<dyn Object>; 2],
+        entries: &[Entry],
+        hold: bool,
+        run_id: i64,
+        report: &mut SyncReport,
+        opts: &RunOptions,
+    ) -> Result<[u64; 2], EngineError> {
+        let mut read = [Vec::new(), Vec::new()];
+        for side in [Side::A, Side::B] {
+            let want: Vec<String> = entries
+                .iter()
+                .filter(|e| !e.deleted_on(side))
+                .filter_map(|e| e.id_on(side))
+                .cloned()
+                .collect();
+            read[side_idx(side)] = self.read_ids(def, objs, side, &want).await?;
+        }
+        let counts = [read[0].len() as u64, read[1].len() as u64];
+        let (mut p, old) = self
+            .plan_step(def, spec, objs, read, true, &HashMap::new())
+            .await?;
+        if hold {
+            hold_creates(&mut p);
+        }
+        self.apply(def, spec, objs, p, &old, run_id, report, opts)
+            .await?;
+        Ok(counts)
     }
 
     async fn read_ids(
@@ -1235,7 +1238,6 @@ impl Engine {
     }
 }
 
-/// Counts a plan's statuses (writes are counted as they happen).
 /// Why a held create waits (and how held entries are told apart).
 const HELD: &str = "backfill: created once both sides are read in full";
 
@@ -1243,47 +1245,57 @@ const HELD: &str = "backfill: created once both sides are read in full";
 /// so the rest of the backfill can still match them.
 fn hold_creates(p: &mut Plan) {
     for it in &mut p.items {
-        let mut held = false;
-        if matches!(it.write_a, Some(PlannedWrite::Create { .. })) {
-            it.write_a = None;
-            it.seen_a = None;
-            it.key_a = None;
-            held = true;
-        }
-        if matches!(it.write_b, Some(PlannedWrite::Create { .. })) {
-            it.write_b = None;
-            it.seen_b = None;
-            it.key_b = None;
-            held = true;
-        }
-        if held {
-            it.status = Status::Waiting(HELD.into());
-        }
+        hold_create(it, Side::A, HELD);
+        hold_create(it, Side::B, HELD);
     }
+}
+
+/// Holds back an item's create on `side`: nothing is written there yet, and
+/// the entry waits for `reason`. Returns whether there was a create.
+fn hold_create(it: &mut ItemPlan, side: Side, reason: &str) -> bool {
+    let (write, seen, key) = match side {
+        Side::A => (&mut it.write_a, &mut it.seen_a, &mut it.key_a),
+        Side::B => (&mut it.write_b, &mut it.seen_b, &mut it.key_b),
+    };
+    if !matches!(write, Some(PlannedWrite::Create { .. })) {
+        return false;
+    }
+    *write = None;
+    *seen = None;
+    *key = None;
+    it.status = Status::Waiting(reason.into());
+    true
 }
 
 /// What a gradual backfill may still spend today.
 struct BackfillBudget {
+    backfill: crate::schedule::Backfill,
     day: String,
     /// Requests the backfill made today, before this pass.
     spent_before: u64,
     /// The connections' request counters at the start of this pass.
     requests_at_start: u64,
     spent: u64,
-    /// `budget_share` of the smallest daily limit the connections report.
-    allowance: Option<u64>,
+    /// The smallest daily limit the connections report (once they have).
+    limit: Option<u64>,
 }
 
 impl BackfillBudget {
     /// Why the backfill stops now, if it does.
-    fn stop(&self, b: &crate::schedule::Backfill) -> Option<String> {
+    fn stop(&self) -> Option<String> {
+        let b = &self.backfill;
         if !b.open_at(chrono::Utc::now()) {
             return Some(format!(
                 "outside the backfill window {}",
                 b.window_text().unwrap_or_default()
             ));
         }
-        match self.allowance {
+        // `budget_share` of the daily limit.
+        let allowance = b
+            .budget_share
+            .zip(self.limit)
+            .map(|(share, l)| (l as f64 * share).floor() as u64);
+        match allowance {
             Some(a) if self.spent >= a => Some(format!(
                 "today's backfill budget is spent: {} of {a} requests",
                 self.spent
@@ -1296,13 +1308,7 @@ impl BackfillBudget {
     async fn spent_now(&mut self, engine: &Engine, def: &SyncDef) -> Result<(), EngineError> {
         let (requests, limit) = engine.api_usage(def).await;
         self.spent = self.spent_before + requests.saturating_sub(self.requests_at_start);
-        if let (None, Some(l), Some(share)) = (
-            self.allowance,
-            limit,
-            def.backfill.as_ref().and_then(|b| b.budget_share),
-        ) {
-            self.allowance = Some((l as f64 * share).floor() as u64);
-        }
+        self.limit = limit.or(self.limit);
         engine
             .state
             .set_marker(
@@ -1384,18 +1390,17 @@ impl Engine {
         let (day, spent_before) = self.backfill_spent(def).await?;
         let (requests_at_start, limit) = self.api_usage(def).await;
         Ok(BackfillBudget {
+            backfill: b.clone(),
             day,
             spent_before,
             requests_at_start,
             spent: spent_before,
-            allowance: b
-                .budget_share
-                .zip(limit)
-                .map(|(share, l)| (l as f64 * share).floor() as u64),
+            limit,
         })
     }
 }
 
+/// Counts a plan's statuses (writes are counted as they happen).
 fn count_status(items: &[ItemPlan], report: &mut SyncReport) {
     for it in items {
         if let Some(id) = it.entry_id {

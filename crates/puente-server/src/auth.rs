@@ -23,9 +23,9 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Form, Router};
+use puente_core::secret_eq;
 use rand::RngCore;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use crate::api::ApiError;
 use crate::App;
@@ -66,11 +66,7 @@ impl Caller {
 pub(crate) fn random_token() -> String {
     let mut b = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    hex::encode(b)
 }
 
 impl Auth {
@@ -83,7 +79,7 @@ impl Auth {
     }
 
     fn token_ok(&self, t: &str) -> bool {
-        !self.token.is_empty() && same(t, &self.token)
+        !self.token.is_empty() && secret_eq(t, &self.token)
     }
 
     /// A new session (with its own CSRF token); returns its id.
@@ -105,7 +101,7 @@ impl Auth {
     fn session(&self, id: &str) -> Option<String> {
         let s = self.sessions.lock().expect("sessions");
         s.iter()
-            .find(|(k, v)| same(k, id) && v.expires > Instant::now())
+            .find(|(k, v)| secret_eq(k, id) && v.expires > Instant::now())
             .map(|(_, v)| v.csrf.clone())
     }
 
@@ -193,7 +189,7 @@ async fn check_csrf(req: Request, csrf: &str) -> Result<Request, Response> {
         return Err(ApiError::forbidden("the request came from another site").into_response());
     }
     let (ok, req) = match req.headers().get("x-csrf-token") {
-        Some(t) => (t.to_str().is_ok_and(|t| same(t, csrf)), req),
+        Some(t) => (t.to_str().is_ok_and(|t| secret_eq(t, csrf)), req),
         None => {
             let (parts, body) = req.into_parts();
             let Ok(bytes) = to_bytes(body, FORM_LIMIT).await else {
@@ -202,7 +198,7 @@ async fn check_csrf(req: Request, csrf: &str) -> Result<Request, Response> {
             let ok = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
                 .ok()
                 .and_then(|f| f.into_iter().find(|(k, _)| k == "csrf"))
-                .is_some_and(|(_, v)| same(&v, csrf));
+                .is_some_and(|(_, v)| secret_eq(&v, csrf));
             (ok, Request::from_parts(parts, Body::from(bytes)))
         }
     };

@@ -45,7 +45,7 @@ impl SecretKey {
             .chain_update(b"puente secret key id\0")
             .chain_update(bytes)
             .finalize();
-        let id = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let id = hex::encode(&digest[..6]);
         SecretKey { bytes, id }
     }
 
@@ -55,10 +55,7 @@ impl SecretKey {
     pub fn parse(text: &str) -> std::result::Result<SecretKey, String> {
         let t = text.trim();
         let decoded = if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
-            (0..32)
-                .map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16))
-                .collect::<std::result::Result<Vec<u8>, _>>()
-                .ok()
+            hex::decode(t).ok()
         } else {
             STANDARD
                 .decode(t)

@@ -8,6 +8,15 @@ use sqlx::{Connection, Executor};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server a
+/// test starts in another process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// The admin URL of the PostgreSQL server tests use.
 pub fn pg_admin_url() -> String {
     std::env::var("PUENTE_TEST_PG_URL")

@@ -193,16 +193,9 @@ fn main() -> ExitCode {
 }
 
 async fn load(path: &std::path::Path) -> Result<config::Config> {
-    config::load(path).await.map_err(|diags| {
-        anyhow!(
-            "{}",
-            diags
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })
+    Ok(config::load(path)
+        .await
+        .map_err(puente_engine::EngineError::Config)?)
 }
 
 async fn engine(path: &std::path::Path) -> Result<Engine> {

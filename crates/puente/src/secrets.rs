@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use puente_engine::config;
+use puente_engine::{config, EngineError};
 use puente_state::{SecretKey, StateStore};
 
 #[derive(Subcommand)]
@@ -37,15 +37,7 @@ pub async fn run(config_path: &Path, action: Action) -> Result<()> {
     }
     let src = std::fs::read_to_string(config_path)
         .with_context(|| format!("cannot read the config {}", config_path.display()))?;
-    let (url, key) = config::state_settings(&src, config_path).map_err(|d| {
-        anyhow!(
-            "{}",
-            d.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let (url, key) = config::state_settings(&src, config_path).map_err(EngineError::Config)?;
     let need_key = || {
         key.clone().ok_or_else(|| {
             anyhow!(

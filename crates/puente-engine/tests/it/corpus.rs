@@ -7,6 +7,8 @@
 //!
 //! The table in docs/reliability.md is rendered from this corpus; the test
 //! fails when the two differ (`PUENTE_BLESS=1` rewrites the table).
+//! `PUENTE_CORPUS_PROBE=1` prints what each case came to instead of
+//! checking it, for writing a new case's expected outcome.
 
 use puente_state::{RecordFilter, RecordRow};
 

@@ -103,13 +103,7 @@ async fn assert_converged(p: &Pair, expected: usize, what: &str) {
     assert!(duplicates(&p.b, "contacts").await.is_empty(), "{what}");
     let st = p.engine.state.status_counts("contacts").await.unwrap();
     assert_eq!(st.in_sync as usize, expected, "{what}: {st:?}");
-    assert!(p
-        .engine
-        .state
-        .integrity_problems()
-        .await
-        .unwrap()
-        .is_empty());
+    p.assert_integrity().await;
     let r = p.run().await;
     assert_eq!(
         (r.a.created + r.a.updated, r.b.created + r.b.updated),

@@ -71,6 +71,12 @@ impl Pair {
         self.run_with(RunOptions::default()).await
     }
 
+    /// The state store passes its integrity check.
+    pub async fn assert_integrity(&self) {
+        let problems = self.engine.state.integrity_problems().await.unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
     /// The records in `failed`, of every sync.
     pub async fn failed(&self) -> Vec<puente_state::RecordRow> {
         self.engine

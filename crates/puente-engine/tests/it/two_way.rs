@@ -166,13 +166,7 @@ async fn two_way_scenario(a: Db, b: Db) {
         (0, 18_000, 18_000),
         "{st:?}"
     );
-    assert!(p
-        .engine
-        .state
-        .integrity_problems()
-        .await
-        .unwrap()
-        .is_empty());
+    p.assert_integrity().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

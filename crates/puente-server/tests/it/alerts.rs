@@ -46,11 +46,7 @@ struct Smtp {
 
 impl Smtp {
     fn start() -> Smtp {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = puente_testkit::free_port();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("smtp.log");
         let child = Command::new("python3")

@@ -181,94 +181,64 @@ async fn sessions_must_send_their_csrf_token_from_this_site() {
         .unwrap();
     assert_eq!(page.status(), 200);
     let csrf = csrf_of(&page.text().await.unwrap());
-    let pause = format!("{}/syncs/contacts/pause", s.url);
+    let as_browser =
+        |method: Method, path: &str, headers: &[(&str, &str)], form: &[(&str, &str)]| {
+            let mut r = s
+                .http
+                .request(method, format!("{}{path}", s.url))
+                .header("cookie", &cookie);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            if !form.is_empty() {
+                r = r.form(form);
+            }
+            async move { r.send().await.unwrap().status().as_u16() }
+        };
+    let pause = "/syncs/contacts/pause";
     // Without the token.
-    let r = s
-        .http
-        .post(&pause)
-        .header("cookie", &cookie)
-        .form(&[("x", "1")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(
+        as_browser(Method::POST, pause, &[], &[("x", "1")]).await,
+        403
+    );
     // With another session's token.
-    let r = s
-        .http
-        .post(&pause)
-        .header("cookie", &cookie)
-        .form(&[("csrf", "0".repeat(64))])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    let other = "0".repeat(64);
+    assert_eq!(
+        as_browser(Method::POST, pause, &[], &[("csrf", &other)]).await,
+        403
+    );
     // From another site, even with the token.
-    let r = s
-        .http
-        .post(&pause)
-        .header("cookie", &cookie)
-        .header("origin", "http://evil.example")
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    let origin = [("origin", "http://evil.example")];
+    assert_eq!(
+        as_browser(Method::POST, pause, &origin, &[("csrf", &csrf)]).await,
+        403
+    );
     assert!(
         !s.api(Method::GET, "/api/syncs/contacts", None).await.1["state"]["paused"]
             .as_bool()
             .unwrap()
     );
     // The real thing.
-    let r = s
-        .http
-        .post(&pause)
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
+    assert_eq!(
+        as_browser(Method::POST, pause, &[], &[("csrf", &csrf)]).await,
+        303
+    );
     assert!(
         s.api(Method::GET, "/api/syncs/contacts", None).await.1["state"]["paused"]
             .as_bool()
             .unwrap()
     );
     // The API with a session also needs the header.
-    let r = s
-        .http
-        .post(format!("{}/api/syncs/contacts/resume", s.url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = s
-        .http
-        .post(format!("{}/api/syncs/contacts/resume", s.url))
-        .header("cookie", &cookie)
-        .header("x-csrf-token", &csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let resume = "/api/syncs/contacts/resume";
+    assert_eq!(as_browser(Method::POST, resume, &[], &[]).await, 403);
+    let header = [("x-csrf-token", csrf.as_str())];
+    assert_eq!(as_browser(Method::POST, resume, &header, &[]).await, 200);
     // Signing out ends the session.
-    let r = s
-        .http
-        .post(format!("{}/logout", s.url))
-        .header("cookie", &cookie)
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    let r = s
-        .http
-        .get(format!("{}/api/syncs", s.url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(
+        as_browser(Method::POST, "/logout", &[], &[("csrf", &csrf)]).await,
+        303
+    );
+    assert_eq!(as_browser(Method::GET, "/api/syncs", &[], &[]).await, 401);
     s.stop().await;
 }
 
@@ -279,6 +249,8 @@ async fn every_action_endpoint_does_what_it_says() {
         ..Setup::default()
     })
     .await;
+    // An all-at-once sync shows no backfill.
+    assert!(s.api(Method::GET, "/api/syncs/contacts", None).await.1["backfill"].is_null());
     // Pause: nothing runs, even when a webhook arrives.
     let (code, v) = s.api(Method::POST, "/api/syncs/contacts/pause", None).await;
     assert_eq!((code, v["paused"].as_bool()), (200, Some(true)));

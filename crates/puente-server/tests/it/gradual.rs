@@ -31,8 +31,9 @@ async fn the_backfill_of_a_gradual_exchange_is_shown() {
         "{page}"
     );
     assert!(page.contains("a: read in full · b: read in full"), "{page}");
-    // An all-at-once sync has none.
+    // The list of syncs carries the same view.
     let (_, list) = s.api(Method::GET, "/api/syncs", None).await;
     assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["backfill"], v["backfill"]);
     s.stop().await;
 }

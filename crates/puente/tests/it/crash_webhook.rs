@@ -65,11 +65,7 @@ fields = [{{ a = "call_id", b = "call_id" }}, {{ a = "seconds", b = "seconds" }}
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = puente_testkit::free_port();
     let listen = format!("127.0.0.1:{port}");
     let url = format!("http://{listen}/webhooks/pbx?object=calls");
     let http = reqwest::Client::builder()

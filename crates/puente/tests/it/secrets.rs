@@ -120,11 +120,7 @@ async fn refresh_token(sb: &Running) -> String {
 
 /// Every page and endpoint `puente serve` shows, read with the admin token.
 async fn read_server(p: &Puente, config: &Path) -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = puente_testkit::free_port();
     let listen = format!("127.0.0.1:{port}");
     let log = p.dir.join("serve.log");
     let mut child = p
