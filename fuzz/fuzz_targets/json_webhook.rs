@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
                     overlap_secs: 0,
                     page_size: 100,
                     options: Default::default(),
+                    writes: false,
                 })
                 .await
                 .unwrap();

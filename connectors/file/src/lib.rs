@@ -16,6 +16,10 @@ use puente_core::{
 };
 use tokio::sync::Mutex;
 
+pub mod config;
+
+pub use config::{CsvConfig, KIND};
+
 pub struct CsvConnector {
     dir: PathBuf,
 }
@@ -23,6 +27,49 @@ pub struct CsvConnector {
 impl CsvConnector {
     pub fn new(dir: impl Into<PathBuf>) -> CsvConnector {
         CsvConnector { dir: dir.into() }
+    }
+
+    /// A read of a file that does not exist: the files that do, and the one
+    /// most likely meant.
+    fn no_such_file(&self, object: &str) -> ConnectorError {
+        let mut files: Vec<String> = std::fs::read_dir(&self.dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().is_file())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.ends_with(".puente-tmp"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        let meant = [format!("{object}.csv")]
+            .into_iter()
+            .find(|f| files.contains(f))
+            .or_else(|| {
+                puente_core::config::did_you_mean(object, files.iter().map(String::as_str))
+                    .map(str::to_string)
+            });
+        let hint = match (&meant, files.is_empty()) {
+            (Some(m), _) => {
+                format!("did you mean {m:?}? (an object is a file's whole name, with its ending)")
+            }
+            (None, true) => {
+                "the folder holds no file: put the CSV file there, or fix the connection's dir"
+                    .to_string()
+            }
+            (None, false) => format!("name one of the files there: {}", files.join(", ")),
+        };
+        let there = if files.is_empty() {
+            "no files".to_string()
+        } else {
+            format!("files: {}", files.join(", "))
+        };
+        ConnectorError::config(format!(
+            "{}: no file named {object:?} ({} holds {there})",
+            self.dir.join(object).display(),
+            self.dir.display()
+        ))
+        .with_hint(hint)
     }
 }
 
@@ -45,6 +92,17 @@ impl Connector for CsvConnector {
 
     async fn open(&self, spec: &ObjectSpec) -> Result<Arc<dyn Object>, ConnectorError> {
         let path = self.dir.join(&spec.object);
+        let absent = !path.exists();
+        if absent && !spec.writes {
+            return Err(self.no_such_file(&spec.object));
+        }
+        if path.is_dir() {
+            return Err(ConnectorError::config(format!(
+                "{} is a folder, not a CSV file",
+                path.display()
+            ))
+            .with_hint("name a file in the connection's folder, e.g. people.csv"));
+        }
         let key = spec.key.clone().unwrap_or_else(|| "id".to_string());
         let delimiter = match spec.options.get("delimiter").map(String::as_str) {
             None | Some(",") => b',',
@@ -78,6 +136,7 @@ impl Connector for CsvConnector {
                 id_field: String::new(),
                 fields: vec![],
                 open: true,
+                absent,
             },
         };
         let (headers, _) = file.load().await?;

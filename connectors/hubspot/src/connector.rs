@@ -256,6 +256,7 @@ fn schema_of(object: &str, body: &J) -> ObjectSchema {
         fields.push(f);
     }
     ObjectSchema {
+        absent: false,
         name: object.to_string(),
         id_field: "hs_object_id".into(),
         fields,

@@ -2,11 +2,13 @@
 //! HubSpot's API for tests, the demo and offline rehearsals.
 
 mod client;
+pub mod config;
 mod connector;
 pub mod sandbox;
 pub mod webhook;
 
 pub use client::{Auth, Settings, DEFAULT_BASE_URL};
+pub use config::{HubSpotConfig, KIND};
 pub use connector::{HubSpotConnector, COMPANY_FIELD};
 
 /// One value percent-encoded for a URL's path or query.

@@ -5,6 +5,7 @@
 
 mod backend;
 mod column;
+pub mod config;
 mod error;
 mod table;
 
@@ -15,6 +16,7 @@ use puente_core::{Connector, ConnectorError, Object, ObjectSpec};
 
 pub use backend::Flavor;
 use backend::Pool;
+pub use config::{SqlConfig, KIND};
 
 /// One database connection (a pool).
 pub struct SqlConnector {

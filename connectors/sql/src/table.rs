@@ -168,6 +168,7 @@ impl SqlTable {
             None => None,
         };
         let schema = ObjectSchema {
+            absent: false,
             name: name.clone(),
             id_field: cols[pk].name.clone(),
             fields: cols

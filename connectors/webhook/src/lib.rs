@@ -30,6 +30,10 @@ use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
+pub mod config;
+
+pub use config::{WebhookConfig, KIND};
+
 /// The most events one delivery may carry.
 pub const MAX_EVENTS: usize = 1_000;
 
@@ -213,6 +217,7 @@ impl Connector for WebhookConnector {
         fields.entry(key.clone()).or_insert_with(FieldType::text);
         Ok(Arc::new(Inbox {
             schema: ObjectSchema {
+                absent: false,
                 name: name.clone(),
                 id_field: key.clone(),
                 fields: fields
@@ -504,6 +509,7 @@ mod tests {
             overlap_secs: 0,
             page_size: 2,
             options: BTreeMap::new(),
+            writes: false,
         }
     }
 

@@ -32,6 +32,9 @@ pub struct ObjectSpec {
     pub page_size: usize,
     /// Connector-specific options.
     pub options: BTreeMap<String, String>,
+    /// The sync writes to this object: where the system lets a write create
+    /// it (a new CSV file), its absence is not an error.
+    pub writes: bool,
 }
 
 /// How a connector learns about changes.

@@ -3,6 +3,7 @@
 //!
 //! This crate knows no database, no HTTP and no state store.
 
+pub mod config;
 mod connector;
 mod error;
 pub mod normalize;

@@ -117,6 +117,8 @@ pub struct ObjectSchema {
     pub fields: Vec<FieldSchema>,
     /// Any field name may be written (a new file's columns follow the mapping).
     pub open: bool,
+    /// The object does not exist yet: the first write creates it.
+    pub absent: bool,
 }
 
 impl ObjectSchema {

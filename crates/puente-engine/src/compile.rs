@@ -55,10 +55,30 @@ pub fn compile(
             warning,
         })
     };
+    for (side, schema, ep) in [(Side::A, sa, &def.a), (Side::B, sb, &def.b)] {
+        if schema.absent {
+            let columns: Vec<&str> = def.fields.iter().map(|f| f.name(side)).collect();
+            diag(
+                ep.line,
+                true,
+                format!(
+                    "sync {}: {side} ({}) does not exist yet: the first pass creates it, with {}",
+                    def.name,
+                    ep.label(),
+                    columns.join(", ")
+                ),
+                Some("if it should exist already, correct the object's name".to_string()),
+            );
+        }
+    }
     let mut fields = Vec::new();
     for f in &def.fields {
         for (side, schema, name) in [(Side::A, sa, &f.a), (Side::B, sb, &f.b)] {
             if !schema.open && schema.field(name).is_none() {
+                let names = schema.field_names();
+                let meant = puente_core::config::did_you_mean(name, names.iter().copied())
+                    .map(|m| format!("did you mean {m}? "))
+                    .unwrap_or_default();
                 diag(
                     f.line,
                     false,
@@ -66,7 +86,7 @@ pub fn compile(
                         "sync {}: {side} ({}) has no field {name}",
                         def.name, schema.name
                     ),
-                    Some(format!("use one of: {}", schema.field_names().join(", "))),
+                    Some(format!("{meant}use one of: {}", names.join(", "))),
                 );
             }
         }

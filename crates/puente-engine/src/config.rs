@@ -5,72 +5,34 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use puente_core::config::{
+    anchor_sqlite, did_you_mean, key_owners, Checker, ConnectionConfig, Key, KeyType, RawTable,
+    Table,
+};
 use puente_core::normalize::KeyNormalizer;
 use puente_core::FieldType;
 use puente_plan::{ConflictPolicy, DeletePolicy, Direction, Expr};
 use serde::Deserialize;
 use toml::Spanned;
 
-/// One problem in a config file, located.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub file: String,
-    pub line: usize,
-    pub message: String,
-    pub fix: Option<String>,
-    /// Warnings do not stop a run.
-    pub warning: bool,
-}
+pub use puente_core::config::{Diagnostic, Secret, VaultSnapshot};
 
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let level = if self.warning { "warning: " } else { "" };
-        write!(f, "{}:{}: {level}{}", self.file, self.line, self.message)?;
-        if let Some(fix) = &self.fix {
-            write!(f, "\n  fix: {fix}")?;
-        }
-        Ok(())
-    }
-}
-
-/// A secret (or a URL that may hold one): inline, or a reference.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Secret {
-    Inline(String),
-    Env {
-        env: String,
-    },
-    File {
-        file: PathBuf,
-    },
-    /// Sealed in the state store (`puente secrets set NAME`).
-    Vault {
-        vault: String,
-    },
-}
+use crate::connectors;
 
 /// Where the secret key comes from when `[state] key` does not say.
 pub const KEY_ENV: &str = "PUENTE_SECRET_KEY";
 pub const KEY_FILE_ENV: &str = "PUENTE_SECRET_KEY_FILE";
-
-/// The vault's secrets a config refers to, opened before the config is
-/// checked (checking is synchronous; the store is not).
-#[derive(Default)]
-pub struct VaultSnapshot {
-    opened: BTreeMap<String, Result<String, String>>,
-    /// Why nothing could be opened (no key, no store), if so.
-    unavailable: Option<String>,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub state: Option<RawState>,
     pub serve: Option<Spanned<RawServe>>,
+    /// Each connection's table, checked by its kind (`connectors`).
     #[serde(default)]
-    pub connections: BTreeMap<String, Spanned<RawConnection>>,
+    pub connections: BTreeMap<String, Spanned<RawTable>>,
     #[serde(default)]
     pub syncs: Vec<Spanned<RawSync>>,
 }
@@ -106,48 +68,10 @@ pub struct RawState {
     pub url: Option<Spanned<Secret>>,
     /// The key that seals the vault: `{ env = … }` or `{ file = … }`.
     pub key: Option<Spanned<Secret>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConnection {
-    pub kind: Spanned<String>,
-    pub url: Option<Spanned<Secret>>,
-    pub dir: Option<Spanned<String>>,
-    /// CRM connections: a private-app token.
-    pub token: Option<Spanned<Secret>>,
-    /// CRM connections: the API's address (a sandbox's for rehearsals).
-    pub base_url: Option<Spanned<String>>,
-    /// CRM connections (OAuth): the app and a refresh token.
-    pub client_id: Option<Spanned<String>>,
-    pub client_secret: Option<Spanned<Secret>>,
-    pub refresh_token: Option<Spanned<Secret>>,
-    /// The secret incoming webhooks are signed with.
-    pub webhook_secret: Option<Spanned<Secret>>,
-    pub rate_limit_per_10s: Option<u32>,
-    /// SQL connections: how long a write waits for a lock another
-    /// transaction holds before its row fails (default 10).
-    pub lock_timeout_secs: Option<Spanned<f64>>,
-    /// Webhook connections: the header carrying the body's HMAC-SHA256
-    /// (without it, `token` is a bearer token).
-    pub signature_header: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct RawEndpoint {
-    pub connection: Spanned<String>,
-    pub object: Spanned<String>,
-    pub cursor: Option<Spanned<String>>,
-    pub query: Option<String>,
-    pub key: Option<String>,
-    pub overlap_secs: Option<u64>,
-    pub page_size: Option<usize>,
-    pub filter: Option<Spanned<String>>,
-    pub delimiter: Option<String>,
-    /// CRM objects: how often a full read reconciles what searches and
-    /// webhooks missed (association changes among them).
-    pub reconcile_secs: Option<u64>,
+    /// How long a pass's lease on its sync lasts unless renewed (a pass
+    /// renews it every third of that): how long a sync stays blocked after
+    /// the process running it dies.
+    pub lease_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,8 +107,10 @@ pub struct RawSync {
     pub direction: Option<Spanned<String>>,
     pub winner: Option<Spanned<String>>,
     pub conflict: Option<Spanned<String>>,
-    pub a: Spanned<RawEndpoint>,
-    pub b: Spanned<RawEndpoint>,
+    /// Each side's endpoint: `connection`, `object` and how to read it
+    /// (`ENDPOINT_KEYS`, plus the object keys of the connection's kind).
+    pub a: Spanned<RawTable>,
+    pub b: Spanned<RawTable>,
     #[serde(rename = "match", default)]
     pub match_: Vec<Spanned<RawMatch>>,
     #[serde(default)]
@@ -211,46 +137,18 @@ fn yes() -> bool {
     true
 }
 
-/// How a connection reaches its system, secrets resolved.
-#[derive(Clone)]
-pub enum ConnectionDef {
-    Sql {
-        kind: String,
-        url: String,
-        lock_timeout: std::time::Duration,
-    },
-    Csv {
-        dir: PathBuf,
-    },
-    HubSpot(puente_hubspot::Settings),
-    Webhook {
-        dir: PathBuf,
-        auth: puente_webhook::WebhookAuth,
-    },
+/// How a connection reaches its system, as its kind checked it (secrets
+/// resolved; `Debug` masks them).
+#[derive(Clone, Debug)]
+pub struct ConnectionDef {
+    pub settings: Arc<dyn ConnectionConfig>,
+    pub line: usize,
 }
 
-impl fmt::Debug for ConnectionDef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Secrets never reach a log: the URL's password is masked.
-        match self {
-            ConnectionDef::Sql {
-                kind,
-                url,
-                lock_timeout,
-            } => f
-                .debug_struct("Sql")
-                .field("kind", kind)
-                .field("url", &puente_sql::redact(url))
-                .field("lock_timeout", lock_timeout)
-                .finish(),
-            ConnectionDef::Csv { dir } => f.debug_struct("Csv").field("dir", dir).finish(),
-            ConnectionDef::HubSpot(s) => f.debug_tuple("HubSpot").field(s).finish(),
-            ConnectionDef::Webhook { dir, auth } => f
-                .debug_struct("Webhook")
-                .field("dir", dir)
-                .field("auth", auth)
-                .finish(),
-        }
+impl ConnectionDef {
+    /// The kind as written (`postgres`, `hubspot`, …).
+    pub fn kind(&self) -> &str {
+        self.settings.kind()
     }
 }
 
@@ -272,6 +170,16 @@ pub struct FieldDef {
     pub b_to_a: Option<Expr>,
     pub parent: Option<String>,
     pub line: usize,
+}
+
+impl FieldDef {
+    /// The field's name on `side`.
+    pub fn name(&self, side: puente_core::Side) -> &str {
+        match side {
+            puente_core::Side::A => &self.a,
+            puente_core::Side::B => &self.b,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -389,17 +297,6 @@ impl Default for AlertsDef {
     }
 }
 
-impl ConnectionDef {
-    pub fn kind(&self) -> &str {
-        match self {
-            ConnectionDef::Sql { kind, .. } => kind,
-            ConnectionDef::Csv { .. } => "csv",
-            ConnectionDef::HubSpot(_) => "hubspot",
-            ConnectionDef::Webhook { .. } => "webhook",
-        }
-    }
-}
-
 /// A checked configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -411,7 +308,21 @@ pub struct Config {
     /// In dependency order: a sync comes after the syncs its references name.
     pub syncs: Vec<SyncDef>,
     pub serve: ServeDef,
+    /// How long a pass's lease lasts unless renewed (`[state] lease_secs`).
+    pub lease_ttl: std::time::Duration,
     pub warnings: Vec<Diagnostic>,
+}
+
+/// A pass's lease lasts this long unless renewed.
+pub const DEFAULT_LEASE_SECS: u64 = 30;
+
+impl SyncDef {
+    pub fn endpoint(&self, side: puente_core::Side) -> &EndpointDef {
+        match side {
+            puente_core::Side::A => &self.a,
+            puente_core::Side::B => &self.b,
+        }
+    }
 }
 
 impl Config {
@@ -420,162 +331,39 @@ impl Config {
     }
 }
 
-struct Checker<'a> {
-    file: String,
-    src: &'a str,
-    base: PathBuf,
-    vault: &'a VaultSnapshot,
-    errors: Vec<Diagnostic>,
-    warnings: Vec<Diagnostic>,
-}
-
-impl<'a> Checker<'a> {
-    fn new(src: &'a str, path: &Path, vault: &'a VaultSnapshot) -> Checker<'a> {
-        Checker {
-            file: path.display().to_string(),
-            src,
-            base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-            vault,
-            errors: Vec::new(),
-            warnings: Vec::new(),
-        }
-    }
-
-    fn line(&self, offset: usize) -> usize {
-        self.src[..offset.min(self.src.len())].matches('\n').count() + 1
-    }
-
-    fn push<T>(&mut self, span: &Spanned<T>, warning: bool, message: String, fix: Option<String>) {
-        let d = Diagnostic {
-            file: self.file.clone(),
-            line: self.line(span.span().start),
-            message,
-            fix,
-            warning,
-        };
-        if warning {
-            self.warnings.push(d);
-        } else {
-            self.errors.push(d);
-        }
-    }
-
-    fn err<T>(
-        &mut self,
-        span: &Spanned<T>,
-        message: impl Into<String>,
-        fix: impl Into<Option<String>>,
-    ) {
-        self.push(span, false, message.into(), fix.into());
-    }
-
-    fn warn<T>(
-        &mut self,
-        span: &Spanned<T>,
-        message: impl Into<String>,
-        fix: impl Into<Option<String>>,
-    ) {
-        self.push(span, true, message.into(), fix.into());
-    }
-
-    fn secret(&mut self, s: &Spanned<Secret>, what: &str) -> Option<String> {
-        match s.get_ref() {
-            Secret::Inline(v) => {
-                if v.contains("://") && puente_sql_has_password(v) {
-                    self.warn(
-                        s,
-                        format!("{what} holds a password inline"),
-                        Some(format!(
-                            "write {what} = {{ env = \"VAR\" }} and put the url in that variable"
-                        )),
-                    );
-                }
-                Some(v.clone())
-            }
-            Secret::Env { env } => match std::env::var(env) {
-                Ok(v) if !v.is_empty() => Some(v),
-                _ => {
-                    self.err(
-                        s,
-                        format!("{what}: environment variable {env} is not set"),
-                        Some(format!("export {env}=… before running puente")),
-                    );
-                    None
-                }
-            },
-            Secret::Vault { vault } => match self.vault.opened.get(vault) {
-                Some(Ok(v)) => Some(v.clone()),
-                Some(Err(e)) => {
-                    self.err(s, format!("{what}: {e}"), None);
-                    None
-                }
-                None => {
-                    let (message, fix) = match &self.vault.unavailable {
-                        Some(why) => (format!("{what}: cannot open the vault: {why}"), None),
-                        None => (
-                            format!("{what}: the vault holds no secret named {vault:?}"),
-                            Some(format!("store it: puente secrets set {vault}")),
-                        ),
-                    };
-                    self.err(s, message, fix);
-                    None
-                }
-            },
-            Secret::File { file } => {
-                let path = self.base.join(file);
-                match std::fs::read_to_string(&path) {
-                    Ok(v) => Some(v.trim().to_string()),
-                    Err(e) => {
-                        self.err(
-                            s,
-                            format!("{what}: cannot read {}: {e}", path.display()),
-                            Some(
-                                "create the file or fix its path (relative to the config file)"
-                                    .into(),
-                            ),
-                        );
-                        None
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn puente_sql_has_password(url: &str) -> bool {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => url[s + 3..at].contains(':'),
-        _ => false,
-    }
-}
-
-fn parse_enum<T>(
-    c: &mut Checker<'_>,
-    v: &Option<Spanned<String>>,
-    what: &str,
-    options: &[&str],
-    parse: impl Fn(&str) -> Option<T>,
-    default: T,
-) -> T {
-    match v {
-        None => default,
-        Some(s) => match parse(s.get_ref()) {
-            Some(t) => t,
-            None => {
-                c.err(
-                    s,
-                    format!(
-                        "{what} {:?} is not one of {}",
-                        s.get_ref(),
-                        options.join(", ")
-                    ),
-                    Some(format!("write one of: {}", options.join(", "))),
-                );
-                default
-            }
-        },
-    }
-}
+/// The keys of a sync's endpoint that every kind takes; a kind adds its
+/// object keys (`ConnectorKind::object_keys`).
+pub const ENDPOINT_KEYS: &[Key] = &[
+    Key::new("connection", KeyType::Text, "the connection (a [connections.NAME] table)").required(),
+    Key::new(
+        "object",
+        KeyType::Text,
+        "the table, file or CRM object (`customers`, `sales.orders`, `people.csv`, `contacts`)",
+    )
+    .required(),
+    Key::new(
+        "cursor",
+        KeyType::Text,
+        "a column whose value grows with every change (`updated_at`): later reads take only what changed",
+    ),
+    Key::new("query", KeyType::Text, "a read-only query standing in for a table"),
+    Key::new(
+        "key",
+        KeyType::Text,
+        "the field that identifies a record when the object has no key of its own (files, queries, webhooks); default id",
+    ),
+    Key::new(
+        "overlap_secs",
+        KeyType::Integer,
+        "how far before the cursor each incremental read starts again (default 300)",
+    ),
+    Key::new("page_size", KeyType::Integer, "records per page read (default 5000)"),
+    Key::new(
+        "filter",
+        KeyType::Text,
+        "an expression records must satisfy to be synced, e.g. stage != 'lost'",
+    ),
+];
 
 /// The normaliser a match key gets when the config names none.
 pub fn infer_normalizer(a: &str, b: &str) -> KeyNormalizer {
@@ -687,7 +475,7 @@ pub async fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
         return parse(&src, path);
     }
     let (url, key) = state_settings(&src, path)?;
-    let vault = VaultSnapshot::open(&url, key.as_ref(), &names).await;
+    let vault = open_vault(&url, key.as_ref(), &names).await;
     parse_with(&src, path, &vault)
 }
 
@@ -727,47 +515,37 @@ fn vault_refs(src: &str) -> Vec<String> {
     out
 }
 
-impl VaultSnapshot {
-    /// A snapshot that opens nothing, saying why.
-    pub fn unavailable(why: impl Into<String>) -> VaultSnapshot {
-        VaultSnapshot {
-            opened: BTreeMap::new(),
-            unavailable: Some(why.into()),
-        }
-    }
-
-    /// Opens the named secrets in the store at `url` with `key`.
-    pub async fn open(
-        url: &str,
-        key: Option<&puente_state::SecretKey>,
-        names: &[String],
-    ) -> VaultSnapshot {
-        let Some(key) = key else {
-            return VaultSnapshot::unavailable(format!(
-                "no secret key is set: export {KEY_ENV} (or {KEY_FILE_ENV}), or set [state] key = {{ file = \"…\" }}"
-            ));
-        };
-        let store = match puente_state::StateStore::open(url).await {
-            Ok(s) => s,
-            Err(e) => return VaultSnapshot::unavailable(e.to_string()),
-        };
-        let mut opened = BTreeMap::new();
-        for name in names {
-            match store.secret(name, key).await {
-                Ok(Some(v)) => {
-                    opened.insert(name.clone(), Ok(v));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    opened.insert(name.clone(), Err(e.to_string()));
-                }
+/// Opens the named secrets in the store at `url` with `key`.
+pub async fn open_vault(
+    url: &str,
+    key: Option<&puente_state::SecretKey>,
+    names: &[String],
+) -> VaultSnapshot {
+    let Some(key) = key else {
+        return VaultSnapshot::unavailable(format!(
+            "no secret key is set: export {KEY_ENV} (or {KEY_FILE_ENV}), or set [state] key = {{ file = \"…\" }}"
+        ));
+    };
+    let store = match puente_state::StateStore::open(url).await {
+        Ok(s) => s,
+        Err(e) => return VaultSnapshot::unavailable(e.to_string()),
+    };
+    let mut opened = BTreeMap::new();
+    for name in names {
+        match store.secret(name, key).await {
+            Ok(Some(v)) => {
+                opened.insert(name.clone(), Ok(v));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                opened.insert(name.clone(), Err(e.to_string()));
             }
         }
-        store.close().await;
-        VaultSnapshot {
-            opened,
-            unavailable: None,
-        }
+    }
+    store.close().await;
+    VaultSnapshot {
+        opened,
+        unavailable: None,
     }
 }
 
@@ -851,7 +629,9 @@ fn raw_config(src: &str, path: &Path) -> Result<RawConfig, Vec<Diagnostic>> {
             .map(|s| src[..s.start.min(src.len())].matches('\n').count() + 1)
             .unwrap_or(0);
         let msg = e.message().to_string();
-        let fix = if msg.contains("unknown field") {
+        let fix = if let Some(meant) = meant_field(&msg) {
+            Some(format!("did you mean `{meant}`?"))
+        } else if msg.contains("unknown field") {
             Some("remove or correct the key; docs/config.md lists every key".to_string())
         } else if msg.contains("missing field") {
             Some("add the key; docs/config.md shows a complete example".to_string())
@@ -866,6 +646,15 @@ fn raw_config(src: &str, path: &Path) -> Result<RawConfig, Vec<Diagnostic>> {
             warning: false,
         }]
     })
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`": the expected
+/// field closest to `x`, when one is close.
+fn meant_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (word, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    did_you_mean(word, expected.iter().copied()).map(str::to_string)
 }
 
 /// Parses and checks config text; `path` names it in messages and anchors
@@ -883,160 +672,20 @@ pub fn parse_with(
 ) -> Result<Config, Vec<Diagnostic>> {
     let raw = raw_config(src, path)?;
     let mut c = Checker::new(src, path, vault);
-    let base = c.base.clone();
     let (state_url, secret_key) = state_of(&mut c, &raw);
 
-    let mut connections = BTreeMap::new();
-    for (name, conn) in &raw.connections {
-        let kind = conn.get_ref().kind.get_ref().as_str();
-        match kind {
-            "postgres" | "mysql" | "mariadb" | "sqlite" => {
-                let Some(url) = &conn.get_ref().url else {
-                    c.err(
-                        conn,
-                        format!("connection {name} ({kind}) has no url"),
-                        Some(format!(
-                            "add url = \"{kind}://…\" or url = {{ env = \"VAR\" }}"
-                        )),
-                    );
-                    continue;
-                };
-                if let Some(u) = c.secret(url, &format!("connections.{name}.url")) {
-                    let expected = if kind == "mariadb" { "mysql" } else { kind };
-                    let scheme_ok = u.starts_with(&format!("{expected}:"))
-                        || (kind == "postgres" && u.starts_with("postgresql:"))
-                        || (expected == "mysql" && u.starts_with("mariadb:"));
-                    if !scheme_ok {
-                        c.err(url, format!("connection {name} is kind {kind} but its url does not start with {expected}://"), Some("make the kind and the url agree".to_string()));
-                    }
-                    let lock_timeout = match &conn.get_ref().lock_timeout_secs {
-                        None => puente_sql::DEFAULT_LOCK_TIMEOUT,
-                        Some(t) if *t.get_ref() > 0.0 && *t.get_ref() <= 3600.0 => {
-                            std::time::Duration::from_secs_f64(*t.get_ref())
-                        }
-                        Some(t) => {
-                            c.err(
-                                t,
-                                format!("connection {name}: lock_timeout_secs must be above 0 and at most 3600"),
-                                Some("write lock_timeout_secs = 10".to_string()),
-                            );
-                            puente_sql::DEFAULT_LOCK_TIMEOUT
-                        }
-                    };
-                    connections.insert(
-                        name.clone(),
-                        ConnectionDef::Sql {
-                            kind: kind.to_string(),
-                            url: anchor_sqlite(&u, &base),
-                            lock_timeout,
-                        },
-                    );
-                }
-            }
-            "csv" => {
-                let dir = conn
-                    .get_ref()
-                    .dir
-                    .as_ref()
-                    .map(|d| d.get_ref().clone())
-                    .unwrap_or_else(|| ".".into());
-                connections.insert(
-                    name.clone(),
-                    ConnectionDef::Csv {
-                        dir: base.join(dir),
-                    },
-                );
-            }
-            "hubspot" => {
-                let r = conn.get_ref();
-                let auth = match (&r.token, &r.client_id, &r.client_secret, &r.refresh_token) {
-                    (Some(t), None, None, None) => c
-                        .secret(t, &format!("connections.{name}.token"))
-                        .map(puente_hubspot::Auth::Token),
-                    (None, Some(id), Some(secret), Some(refresh)) => {
-                        let secret = c.secret(secret, &format!("connections.{name}.client_secret"));
-                        let refresh =
-                            c.secret(refresh, &format!("connections.{name}.refresh_token"));
-                        secret.zip(refresh).map(|(client_secret, refresh_token)| {
-                            puente_hubspot::Auth::OAuth {
-                                client_id: id.get_ref().clone(),
-                                client_secret,
-                                refresh_token,
-                            }
-                        })
-                    }
-                    _ => {
-                        c.err(
-                            conn,
-                            format!("connection {name} (hubspot) needs either token, or client_id + client_secret + refresh_token"),
-                            Some("write token = { env = \"HUBSPOT_TOKEN\" } for a private app".into()),
-                        );
-                        None
-                    }
-                };
-                let base_url = r.base_url.as_ref().map(|u| u.get_ref().clone());
-                if let Some(u) = &r.base_url {
-                    if !(u.get_ref().starts_with("https://") || u.get_ref().starts_with("http://"))
-                    {
-                        c.err(u, format!("connection {name}: base_url must start with https:// (or http:// for a local sandbox)"), None);
-                    }
-                }
-                let webhook_secret = r
-                    .webhook_secret
-                    .as_ref()
-                    .and_then(|w| c.secret(w, &format!("connections.{name}.webhook_secret")));
-                if let Some(auth) = auth {
-                    let mut settings = puente_hubspot::Settings::new(base_url, auth);
-                    settings.webhook_secret = webhook_secret;
-                    if let Some(n) = r.rate_limit_per_10s {
-                        settings.rate_limit_per_10s = n.max(1);
-                    }
-                    connections.insert(name.clone(), ConnectionDef::HubSpot(settings));
-                }
-            }
-            "webhook" => {
-                let r = conn.get_ref();
-                let Some(token) = &r.token else {
-                    c.err(
-                        conn,
-                        format!("connection {name} (webhook) has no token"),
-                        Some("add token = { vault = \"NAME\" } (or { env = \"VAR\" }): senders must present it, or sign with it".into()),
-                    );
-                    continue;
-                };
-                let Some(secret) = c.secret(token, &format!("connections.{name}.token")) else {
-                    continue;
-                };
-                if secret.len() < 16 {
-                    c.err(
-                        token,
-                        format!("connections.{name}.token is shorter than 16 characters"),
-                        Some("use a long random token (puente secrets keygen makes one)".into()),
-                    );
-                }
-                let dir = r
-                    .dir
-                    .as_ref()
-                    .map(|d| base.join(d.get_ref()))
-                    .unwrap_or_else(|| base.join(".puente/inbox").join(name));
-                connections.insert(
-                    name.clone(),
-                    ConnectionDef::Webhook {
-                        dir,
-                        auth: puente_webhook::WebhookAuth {
-                            secret,
-                            signature_header: r.signature_header.clone(),
-                        },
-                    },
-                );
-            }
-            other => c.err(
-                &conn.get_ref().kind,
-                format!("connection {name}: unknown kind {other:?}"),
-                Some("use one of: postgres, mysql, sqlite, csv, hubspot, webhook".into()),
-            ),
-        }
-    }
+    let connections = connections_of(&mut c, &raw);
+    // Each connection's kind, as written (endpoints take its object keys).
+    let kinds: BTreeMap<&str, &str> = raw
+        .connections
+        .iter()
+        .filter_map(
+            |(n, t)| match t.get_ref().get("kind").map(|k| k.get_ref()) {
+                Some(toml::Value::String(k)) => Some((n.as_str(), k.as_str())),
+                _ => None,
+            },
+        )
+        .collect();
 
     let mut names = BTreeSet::new();
     let mut syncs = Vec::new();
@@ -1061,32 +710,28 @@ pub fn parse_with(
                 Some("give every sync its own name".to_string()),
             );
         }
-        let direction = parse_enum(
-            &mut c,
+        let direction = c.one_of(
             &r.direction,
             "direction",
             &["two-way", "a-to-b", "b-to-a"],
             Direction::parse,
             Direction::TwoWay,
         );
-        let winner = parse_enum(
-            &mut c,
+        let winner = c.one_of(
             &r.winner,
             "winner",
             &["a", "b"],
             puente_core::Side::parse,
             puente_core::Side::A,
         );
-        let policy = parse_enum(
-            &mut c,
+        let policy = c.one_of(
             &r.conflict,
             "conflict",
             &["winner", "newest", "manual"],
             ConflictPolicy::parse,
             ConflictPolicy::Winner,
         );
-        let deletes = parse_enum(
-            &mut c,
+        let deletes = c.one_of(
             &r.deletes,
             "deletes",
             &["keep", "propagate"],
@@ -1097,62 +742,8 @@ pub fn parse_with(
             },
             DeletePolicy::Keep,
         );
-        let endpoint = |c: &mut Checker<'_>, e: &Spanned<RawEndpoint>, side: &str| -> EndpointDef {
-            let er = e.get_ref();
-            let conn = er.connection.get_ref();
-            if !raw.connections.contains_key(conn) {
-                let known: Vec<&str> = raw.connections.keys().map(String::as_str).collect();
-                c.err(
-                    &er.connection,
-                    format!("sync {name}: {side}.connection {conn:?} is not defined"),
-                    Some(if known.is_empty() {
-                        format!("add a [connections.{conn}] table")
-                    } else {
-                        format!(
-                            "use one of: {}, or add [connections.{conn}]",
-                            known.join(", ")
-                        )
-                    }),
-                );
-            }
-            let filter = er
-                .filter
-                .as_ref()
-                .and_then(|f| match Expr::parse(f.get_ref()) {
-                    Ok(x) => Some(x),
-                    Err(err) => {
-                        c.err(
-                            f,
-                            format!("sync {name}: {side}.filter: {err}"),
-                            Some("write a Jinja expression such as stage != 'lost'".to_string()),
-                        );
-                        None
-                    }
-                });
-            let mut options = BTreeMap::new();
-            if let Some(d) = &er.delimiter {
-                options.insert("delimiter".to_string(), d.clone());
-            }
-            if let Some(r) = er.reconcile_secs {
-                options.insert("reconcile_secs".to_string(), r.to_string());
-            }
-            EndpointDef {
-                connection: conn.clone(),
-                spec: puente_core::ObjectSpec {
-                    object: er.object.get_ref().clone(),
-                    cursor: er.cursor.as_ref().map(|x| x.get_ref().clone()),
-                    query: er.query.clone(),
-                    key: er.key.clone(),
-                    overlap_secs: er.overlap_secs.unwrap_or(300),
-                    page_size: er.page_size.unwrap_or(5000).clamp(1, 100_000),
-                    options,
-                },
-                filter,
-                line: c.line(e.span().start),
-            }
-        };
-        let a = endpoint(&mut c, &r.a, "a");
-        let b = endpoint(&mut c, &r.b, "b");
+        let a = endpoint(&mut c, &raw, &kinds, &name, &r.a, "a");
+        let b = endpoint(&mut c, &raw, &kinds, &name, &r.b, "b");
 
         let mut keys = Vec::new();
         for m in &r.match_ {
@@ -1182,8 +773,7 @@ pub fn parse_with(
         let mut seen_b = BTreeSet::new();
         for f in &r.fields {
             let fr = f.get_ref();
-            let fdir = parse_enum(
-                &mut c,
+            let fdir = c.one_of(
                 &fr.direction,
                 "direction",
                 &["two-way", "a-to-b", "b-to-a"],
@@ -1310,6 +900,9 @@ pub fn parse_with(
         // columns (a new CSV file's header).
         let mut a = a;
         let mut b = b;
+        // What the sync writes to may be created by it (a new CSV file).
+        a.spec.writes = direction.flows_from(puente_core::Side::B);
+        b.spec.writes = direction.flows_from(puente_core::Side::A);
         a.spec.options.insert(
             "columns".into(),
             fields
@@ -1351,8 +944,7 @@ pub fn parse_with(
             }
         }
         schedule.debounce = std::time::Duration::from_secs(r.debounce_secs.unwrap_or(0));
-        let gradual = parse_enum(
-            &mut c,
+        let gradual = c.one_of(
             &r.exchange,
             "exchange",
             &["all_at_once", "gradual"],
@@ -1468,6 +1060,20 @@ pub fn parse_with(
         .map(|sv| serve_def(&mut c, sv))
         .unwrap_or_default();
 
+    let lease_secs = match raw.state.as_ref().and_then(|s| s.lease_secs.as_ref()) {
+        Some(l) if (1..=86_400).contains(l.get_ref()) => *l.get_ref(),
+        Some(l) => {
+            c.err(
+                l,
+                "state.lease_secs must be between 1 and 86400",
+                Some(format!(
+                    "write lease_secs = {DEFAULT_LEASE_SECS} (the default)"
+                )),
+            );
+            DEFAULT_LEASE_SECS
+        }
+        None => DEFAULT_LEASE_SECS,
+    };
     if c.errors.is_empty() {
         Ok(Config {
             path: path.to_path_buf(),
@@ -1476,11 +1082,181 @@ pub fn parse_with(
             connections,
             syncs: ordered,
             serve,
+            lease_ttl: std::time::Duration::from_secs(lease_secs),
             warnings: c.warnings,
         })
     } else {
         c.errors.extend(c.warnings);
         Err(c.errors)
+    }
+}
+
+/// Checks every connection's table with its kind: the kind's keys only (a
+/// key of another kind, or a near miss, is named), then the kind's own checks.
+fn connections_of(c: &mut Checker<'_>, raw: &RawConfig) -> BTreeMap<String, ConnectionDef> {
+    let kinds = connectors::kinds();
+    let owners = key_owners(kinds);
+    let names: Vec<&str> = kinds
+        .iter()
+        .flat_map(|k| k.names().iter().copied())
+        .collect();
+    let mut out = BTreeMap::new();
+    for (name, table) in &raw.connections {
+        let kind = match table.get_ref().get("kind") {
+            Some(k) => match k.get_ref() {
+                toml::Value::String(s) => s.clone(),
+                _ => {
+                    c.err(
+                        k,
+                        format!("connection {name}: kind must be text"),
+                        Some(format!("write kind = \"{}\"", names[0])),
+                    );
+                    continue;
+                }
+            },
+            None => {
+                c.err(
+                    table,
+                    format!("connection {name} has no kind"),
+                    Some(format!("add kind = \"…\", one of: {}", names.join(", "))),
+                );
+                continue;
+            }
+        };
+        let Some(k) = connectors::kind(&kind) else {
+            let fix = match did_you_mean(&kind, names.iter().copied()) {
+                Some(m) => format!("did you mean {m:?}? kinds are: {}", names.join(", ")),
+                None => format!("use one of: {}", names.join(", ")),
+            };
+            let at = table.get_ref().get("kind").expect("read above");
+            c.err(
+                at,
+                format!("connection {name}: unknown kind {kind:?}"),
+                Some(fix),
+            );
+            continue;
+        };
+        let line = c.line(table.span().start);
+        let mut t = Table::new(
+            c,
+            format!("connection {name} ({kind})"),
+            format!("connections.{name}"),
+            table,
+        );
+        let mut allowed: Vec<&str> = vec!["kind"];
+        allowed.extend(k.keys().iter().map(|key| key.name));
+        t.unknown_keys(&allowed, &owners);
+        if let Some(settings) = k.configure(&kind, &mut t) {
+            out.insert(name.clone(), ConnectionDef { settings, line });
+        }
+    }
+    out
+}
+
+/// Checks one side of a sync: the keys every endpoint takes, then those of
+/// its connection's kind (handed to the object as options).
+fn endpoint(
+    c: &mut Checker<'_>,
+    raw: &RawConfig,
+    kinds: &BTreeMap<&str, &str>,
+    sync: &str,
+    table: &Spanned<RawTable>,
+    side: &str,
+) -> EndpointDef {
+    let line = c.line(table.span().start);
+    let mut t = Table::new(
+        c,
+        format!("sync {sync}: {side}"),
+        format!("syncs.{sync}.{side}"),
+        table,
+    );
+    let connection = t.text("connection").unwrap_or_default();
+    let kind = kinds
+        .get(connection.as_str())
+        .and_then(|k| connectors::kind(k));
+    if !t.has("connection") {
+        t.err(
+            None,
+            format!("sync {sync}: {side} names no connection"),
+            Some(format!(
+                "write {side} = {{ connection = \"…\", object = \"…\" }}"
+            )),
+        );
+    } else if !raw.connections.contains_key(&connection) {
+        let known: Vec<&str> = raw.connections.keys().map(String::as_str).collect();
+        let fix = if known.is_empty() {
+            format!("add a [connections.{connection}] table")
+        } else {
+            let meant = did_you_mean(&connection, known.iter().copied())
+                .map(|m| format!("did you mean {m:?}? "))
+                .unwrap_or_default();
+            format!(
+                "{meant}use one of: {}, or add [connections.{connection}]",
+                known.join(", ")
+            )
+        };
+        t.err(
+            Some("connection"),
+            format!("sync {sync}: {side}.connection {connection:?} is not defined"),
+            Some(fix),
+        );
+    }
+    let object = t.text("object").unwrap_or_default();
+    if !t.has("object") {
+        t.err(None, format!("sync {sync}: {side} names no object"), Some(format!("write the table, file or CRM object: {side} = {{ connection = \"{connection}\", object = \"…\" }}")));
+    }
+    let object_keys: &[Key] = kind.map(|k| k.object_keys()).unwrap_or(&[]);
+    let mut allowed: Vec<&str> = ENDPOINT_KEYS.iter().map(|k| k.name).collect();
+    allowed.extend(object_keys.iter().map(|k| k.name));
+    let mut owners: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for other in connectors::kinds() {
+        for key in other.object_keys() {
+            owners.entry(key.name).or_default().push(other.names()[0]);
+        }
+    }
+    if kind.is_some() {
+        t.unknown_keys(&allowed, &owners);
+    }
+    let filter = t.text("filter").and_then(|f| match Expr::parse(&f) {
+        Ok(x) => Some(x),
+        Err(err) => {
+            t.err(
+                Some("filter"),
+                format!("sync {sync}: {side}.filter: {err}"),
+                Some("write a Jinja expression such as stage != 'lost'".to_string()),
+            );
+            None
+        }
+    });
+    let count = |t: &mut Table<'_, '_>, key: &str| {
+        t.integer(key).and_then(|n| {
+            let ok = u64::try_from(n).ok();
+            if ok.is_none() {
+                t.err(
+                    Some(key),
+                    format!("sync {sync}: {side}.{key} must not be negative"),
+                    None,
+                );
+            }
+            ok
+        })
+    };
+    let overlap_secs = count(&mut t, "overlap_secs").unwrap_or(300);
+    let page_size = count(&mut t, "page_size").unwrap_or(5000).clamp(1, 100_000) as usize;
+    EndpointDef {
+        connection,
+        spec: puente_core::ObjectSpec {
+            object,
+            cursor: t.text("cursor"),
+            query: t.text("query"),
+            key: t.text("key"),
+            overlap_secs,
+            page_size,
+            options: t.options(object_keys),
+            writes: false,
+        },
+        filter,
+        line,
     }
 }
 
@@ -1510,17 +1286,6 @@ fn order_syncs(syncs: &[SyncDef]) -> Result<Vec<SyncDef>, String> {
         }
     }
     Ok(out)
-}
-
-/// Makes a relative SQLite path relative to the config file's folder.
-fn anchor_sqlite(url: &str, base: &Path) -> String {
-    let Some(rest) = url.strip_prefix("sqlite://") else {
-        return url.to_string();
-    };
-    if rest.starts_with('/') || rest.starts_with(":memory:") || base.as_os_str().is_empty() {
-        return url.to_string();
-    }
-    format!("sqlite://{}", base.join(rest).display())
 }
 
 #[cfg(test)]
@@ -1583,7 +1348,7 @@ fields = [
             &GOOD.replace("connection = \"books\"", "connection = \"boks\""),
             &[
                 "puente.toml:18: sync customers: b.connection \"boks\" is not defined",
-                "fix: use one of: books, shop",
+                "fix: did you mean \"books\"? use one of: books, shop",
             ],
         );
         check_err(
@@ -1606,6 +1371,79 @@ fields = [
             &GOOD.replace("kind = \"postgres\"", "kind = \"oracle\""),
             &["puente.toml:6: connection shop: unknown kind \"oracle\""],
         );
+    }
+
+    #[test]
+    fn a_mistyped_key_gets_the_key_meant() {
+        std::env::set_var("PUENTE_TEST_BOOKS_URL", "mysql://root@127.0.0.1:3306/test");
+        check_err(
+            &GOOD.replace("direction = \"two-way\"", "directon = \"two-way\""),
+            &[
+                "puente.toml:15: unknown field `directon`",
+                "fix: did you mean `direction`?",
+            ],
+        );
+        check_err(
+            &GOOD.replace("kind = \"postgres\"", "kind = \"postgress\""),
+            &["unknown kind \"postgress\"", "did you mean \"postgres\"?"],
+        );
+        check_err(
+            &GOOD.replace("winner = \"a\"", "conflict = \"newset\""),
+            &[
+                "conflict \"newset\" is not one of winner, newest, manual",
+                "did you mean \"newest\"?",
+            ],
+        );
+        check_err(
+            &GOOD.replace("url = \"postgres://", "ulr = \"postgres://"),
+            &[
+                "puente.toml:7: connection shop (postgres): unknown key \"ulr\"",
+                "did you mean \"url\"?",
+            ],
+        );
+        check_err(
+            &GOOD.replace("object = \"customers\",", "objcet = \"customers\","),
+            &[
+                "puente.toml:17: sync customers: a: unknown key \"objcet\"",
+                "did you mean \"object\"?",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_key_of_another_kind_says_whose_it_is() {
+        std::env::set_var("PUENTE_TEST_BOOKS_URL", "mysql://root@127.0.0.1:3306/test");
+        check_err(
+            &GOOD.replace("kind = \"postgres\"\n", "kind = \"postgres\"\ntoken = \"x\"\n"),
+            &["puente.toml:7: connection shop (postgres): key \"token\" belongs to hubspot, webhook connections, not this one"],
+        );
+        check_err(
+            &GOOD.replace(
+                "cursor = \"updated_at\" }\nb",
+                "cursor = \"updated_at\", delimiter = \";\" }\nb",
+            ),
+            &["sync customers: a: key \"delimiter\" belongs to csv connections, not this one"],
+        );
+        check_err(
+            &GOOD.replace(
+                "[connections.shop]\nkind = \"postgres\"",
+                "[connections.shop]",
+            ),
+            &[
+                "connection shop has no kind",
+                "kind = \"…\", one of: postgres, mysql, mariadb, sqlite, csv, webhook, hubspot",
+            ],
+        );
+    }
+
+    /// A HubSpot connection's settings, as its kind checked them.
+    fn hubspot<'c>(c: &'c Config, name: &str) -> &'c puente_hubspot::Settings {
+        &c.connections[name]
+            .settings
+            .as_any()
+            .downcast_ref::<puente_hubspot::HubSpotConfig>()
+            .expect("a HubSpot connection")
+            .0
     }
 
     const TWO_HUBSPOTS: &str = r#"
@@ -1633,22 +1471,18 @@ fields = [{ a = "name", b = "name" }]
     #[test]
     fn two_hubspot_accounts_in_one_config() {
         let c = parse(TWO_HUBSPOTS, Path::new("puente.toml")).unwrap();
-        match (&c.connections["eu"], &c.connections["us"]) {
-            (ConnectionDef::HubSpot(eu), ConnectionDef::HubSpot(us)) => {
-                assert_eq!(eu.base_url, puente_hubspot::DEFAULT_BASE_URL);
-                assert_eq!(eu.webhook_secret.as_deref(), Some("s1"));
-                assert!(matches!(&eu.auth, puente_hubspot::Auth::Token(t) if t == "pat-eu-1"));
-                assert!(
-                    matches!(&us.auth, puente_hubspot::Auth::OAuth { client_id, .. } if client_id == "app")
-                );
-                assert_eq!(us.rate_limit_per_10s, 190);
-                // Secrets stay out of debug output.
-                assert!(!format!("{eu:?} {us:?}").contains("pat-eu-1"));
-                assert!(!format!("{eu:?}").contains("\"s1\""));
-                assert!(!format!("{us:?}").contains("\"rt\""));
-            }
-            other => panic!("{other:?}"),
-        }
+        let (eu, us) = (hubspot(&c, "eu"), hubspot(&c, "us"));
+        assert_eq!(eu.base_url, puente_hubspot::DEFAULT_BASE_URL);
+        assert_eq!(eu.webhook_secret.as_deref(), Some("s1"));
+        assert!(matches!(&eu.auth, puente_hubspot::Auth::Token(t) if t == "pat-eu-1"));
+        assert!(
+            matches!(&us.auth, puente_hubspot::Auth::OAuth { client_id, .. } if client_id == "app")
+        );
+        assert_eq!(us.rate_limit_per_10s, 190);
+        // Secrets stay out of debug output.
+        assert!(!format!("{eu:?} {us:?}").contains("pat-eu-1"));
+        assert!(!format!("{eu:?}").contains("\"s1\""));
+        assert!(!format!("{us:?}").contains("\"rt\""));
         assert_eq!(c.syncs[0].b.spec.options["reconcile_secs"], "600");
         check_err(
             &TWO_HUBSPOTS.replace("token = \"pat-eu-1\"\n", ""),
@@ -1683,13 +1517,14 @@ url = { vault = "db-url" }
             unavailable: None,
         };
         let c = parse_with(VAULTED, Path::new("puente.toml"), &snap).unwrap();
-        match (&c.connections["crm"], &c.connections["db"]) {
-            (ConnectionDef::HubSpot(h), ConnectionDef::Sql { url, .. }) => {
-                assert!(matches!(&h.auth, puente_hubspot::Auth::Token(t) if t == "pat-v-1"));
-                assert_eq!(url, "postgres://app:pw@db/crm");
-            }
-            other => panic!("{other:?}"),
-        }
+        let h = hubspot(&c, "crm");
+        assert!(matches!(&h.auth, puente_hubspot::Auth::Token(t) if t == "pat-v-1"));
+        let db = c.connections["db"]
+            .settings
+            .as_any()
+            .downcast_ref::<puente_sql::SqlConfig>()
+            .expect("a database connection");
+        assert_eq!(db.url, "postgres://app:pw@db/crm");
         // Debug output of the whole config shows no secret.
         let debug = format!("{c:?}");
         assert!(

@@ -5,7 +5,11 @@
 
 pub mod compile;
 pub mod config;
-mod run;
+pub mod connectors;
+mod lease;
+mod pass;
+mod report;
+mod restore;
 pub mod schedule;
 pub mod scheduler;
 
@@ -18,9 +22,9 @@ use puente_state::{StateError, StateStore};
 use tokio::sync::Mutex;
 
 pub use config::{Config, Diagnostic, SyncDef};
-pub use run::{
-    BackfillStatus, Progress, ProgressFn, RestoreReport, RunOptions, SideCounts, SyncReport,
-};
+pub use lease::this_process;
+pub use pass::BackfillStatus;
+pub use report::{Progress, ProgressFn, RestoreReport, RunOptions, SideCounts, SyncReport};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -37,6 +41,19 @@ pub enum EngineError {
     State(#[from] StateError),
     #[error("{0}")]
     Refused(String),
+    /// Another pass of the sync is running (here or in another process).
+    #[error("sync {sync} is busy: a pass is running in {holder}; it ends when that pass does, or, if that process died, when its lease lapses (by {})", short_time(&holder.expires_at))]
+    Busy {
+        sync: String,
+        holder: Box<puente_state::LeaseRow>,
+    },
+}
+
+/// An RFC 3339 time as `HH:MM:SS UTC`.
+fn short_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.format("%H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| rfc3339.to_string())
 }
 
 /// An opened sync: both objects and the compiled spec.
@@ -50,6 +67,8 @@ pub struct OpenSync {
 pub struct Engine {
     pub config: Config,
     pub state: StateStore,
+    /// This process, as the leases it takes name it.
+    pub holder: puente_state::Holder,
     connectors: Mutex<HashMap<String, Arc<dyn Connector>>>,
 }
 
@@ -60,8 +79,16 @@ impl Engine {
         Ok(Engine {
             config,
             state,
+            holder: this_process("puente"),
             connectors: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Names what this process runs passes as (`puente sync`, `puente
+    /// serve`), for whoever finds a sync busy.
+    pub fn with_command(mut self, command: &str) -> Engine {
+        self.holder.command = command.to_string();
+        self
     }
 
     /// The connector for a named connection, connecting on first use.
@@ -73,40 +100,25 @@ impl Engine {
         let def = self.config.connections.get(name).ok_or_else(|| {
             EngineError::Refused(format!("connection {name} is not defined in the config"))
         })?;
-        let wrap = |source| EngineError::Connector {
+        let tokens = self.config.secret_key.as_ref().map(|key| {
+            Arc::new(SealedToken {
+                state: self.state.clone(),
+                key: key.clone(),
+                name: format!("oauth:{name}"),
+            }) as Arc<dyn puente_core::TokenCache>
+        });
+        let ctx = puente_core::config::ConnectContext {
             connection: name.to_string(),
-            source,
+            tokens,
         };
-        let c: Arc<dyn Connector> = match def {
-            config::ConnectionDef::Sql {
-                url, lock_timeout, ..
-            } => Arc::new(
-                puente_sql::SqlConnector::connect_with(url, *lock_timeout)
-                    .await
-                    .map_err(wrap)?,
-            ),
-            config::ConnectionDef::HubSpot(settings) => {
-                let mut settings = settings.clone();
-                if let Some(key) = &self.config.secret_key {
-                    settings.token_cache = Some(Arc::new(SealedToken {
-                        state: self.state.clone(),
-                        key: key.clone(),
-                        name: format!("oauth:{name}"),
-                    }));
-                }
-                Arc::new(puente_hubspot::HubSpotConnector::new(settings))
-            }
-            config::ConnectionDef::Webhook { dir, auth } => {
-                let c = puente_webhook::WebhookConnector::new(dir.clone(), auth.clone());
-                c.check().await.map_err(wrap)?;
-                Arc::new(c)
-            }
-            config::ConnectionDef::Csv { dir } => {
-                let c = puente_file::CsvConnector::new(dir.clone());
-                c.check().await.map_err(wrap)?;
-                Arc::new(c)
-            }
-        };
+        let c = def
+            .settings
+            .connect(ctx)
+            .await
+            .map_err(|source| EngineError::Connector {
+                connection: name.to_string(),
+                source,
+            })?;
         cache.insert(name.to_string(), c.clone());
         Ok(c)
     }

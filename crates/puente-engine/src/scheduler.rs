@@ -14,12 +14,9 @@ use puente_core::ErrorKind;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
-use crate::{Engine, EngineError, Progress, RunOptions, SyncDef, SyncReport};
+use puente_state::Marker;
 
-/// The marker (in the state store's per-sync markers) that holds a pause.
-const PAUSED: &str = "paused";
-/// The marker that holds the last reconciliation's time (unix seconds).
-const RECONCILED: &str = "reconciled_at";
+use crate::{Engine, EngineError, Progress, RunOptions, SyncDef, SyncReport};
 
 /// What a sync is doing right now, for the dashboard and the API.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -59,6 +56,10 @@ pub struct WorkerState {
     pub next_reconcile: Option<DateTime<Utc>>,
     pub runs: u64,
     pub failed_runs: u64,
+    /// Passes skipped because another process was running one of this sync.
+    pub busy_skips: u64,
+    /// Why the last pass was skipped, until a pass runs.
+    pub busy: Option<String>,
 }
 
 impl WorkerState {
@@ -87,6 +88,9 @@ pub enum Event {
 }
 
 pub type EventFn = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// How soon a worker tries again after finding its sync busy.
+const BUSY_RETRY: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct Due {
@@ -120,7 +124,7 @@ impl Scheduler {
         for def in engine.config.syncs.iter().filter(|s| s.enabled) {
             let paused = engine
                 .state
-                .cursor(&def.name, PAUSED)
+                .marker(&def.name, Marker::Paused)
                 .await?
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false);
@@ -177,7 +181,7 @@ impl Scheduler {
         let w = self.worker(sync)?;
         self.engine
             .state
-            .set_marker(sync, PAUSED, &serde_json::Value::Bool(paused))
+            .set_marker(sync, Marker::Paused, &serde_json::Value::Bool(paused))
             .await?;
         w.state.lock().expect("state").paused = paused;
         w.wake.notify_one();
@@ -242,7 +246,12 @@ impl Scheduler {
 
     async fn work(&self, w: Arc<Worker>, mut stop: watch::Receiver<bool>) {
         let sched = w.def.schedule.clone();
-        let mut last_reconcile = match self.engine.state.cursor(&w.def.name, RECONCILED).await {
+        let mut last_reconcile = match self
+            .engine
+            .state
+            .marker(&w.def.name, Marker::ReconciledAt)
+            .await
+        {
             Ok(Some(v)) => v
                 .as_i64()
                 .and_then(|s| DateTime::from_timestamp(s, 0))
@@ -251,6 +260,9 @@ impl Scheduler {
         };
         // The first poll comes at once: a restart catches up straight away.
         let mut next_poll = Instant::now();
+        // After finding the sync busy (another process runs a pass), the
+        // next try waits a moment rather than spinning.
+        let mut not_before = Instant::now();
         loop {
             let next_reconcile = sched.reconcile.next_after(last_reconcile);
             let (paused, wait) = {
@@ -274,6 +286,7 @@ impl Scheduler {
                 if d.run_now {
                     wait = Duration::ZERO;
                 }
+                wait = wait.max(not_before.saturating_duration_since(Instant::now()));
                 (st.paused, wait)
             };
             if *stop.borrow() {
@@ -292,21 +305,35 @@ impl Scheduler {
                 }
                 continue;
             }
-            let full = {
+            let (full, run_now) = {
                 let mut d = w.due.lock().expect("due");
                 let full = d.full_now || next_reconcile.is_some_and(|t| t <= Utc::now());
+                let run_now = d.run_now;
                 *d = Due::default();
-                full
+                (full, run_now)
             };
             next_poll = Instant::now() + sched.poll;
             let started = Utc::now();
-            let ok = self.pass(&w, full).await.is_ok();
+            let result = self.pass(&w, full).await;
+            if let Err(EngineError::Busy { .. }) = result {
+                // Asked for, and not done: still asked for.
+                let mut d = w.due.lock().expect("due");
+                d.run_now |= run_now;
+                d.full_now |= full && run_now;
+                not_before = Instant::now() + BUSY_RETRY;
+                continue;
+            }
+            let ok = result.is_ok();
             if full && ok {
                 last_reconcile = started;
                 let _ = self
                     .engine
                     .state
-                    .set_marker(&w.def.name, RECONCILED, &started.timestamp().into())
+                    .set_marker(
+                        &w.def.name,
+                        Marker::ReconciledAt,
+                        &started.timestamp().into(),
+                    )
                     .await;
             }
         }
@@ -355,12 +382,22 @@ impl Scheduler {
             dry_run: false,
             full,
             progress: Some(progress),
+            // Another process running a pass of this sync: skipped, and
+            // tried again at the next poll.
+            wait: Duration::ZERO,
         };
         let result = self.engine.run(&w.def, &opts).await;
         let event = {
             let mut st = w.state.lock().expect("state");
             st.running = false;
             st.live = None;
+            if let Err(EngineError::Busy { holder, .. }) = &result {
+                st.busy_skips += 1;
+                st.busy = Some(format!("skipped: a pass is running in {holder}"));
+                tracing::info!(sync = %w.def.name, %holder, "pass skipped: the sync is busy");
+                return result;
+            }
+            st.busy = None;
             st.runs += 1;
             st.last = Some(LastRun {
                 finished_at: Utc::now(),

@@ -9,8 +9,8 @@ mod spec;
 
 pub use expr::{Expr, ExprError};
 pub use plan::{
-    key_of, mapped, plan, plan_deletes, seen_after_write, ConflictNote, Entry, FieldChange,
-    ItemPlan, Plan, PlanInput, PlannedWrite, RefLookup, Resolution, Status,
+    key_of, mapped, plan, plan_deletes, seen_after_write, ConflictNote, Entry, Exclusion,
+    FieldChange, ItemPlan, Plan, PlanInput, PlannedWrite, RefLookup, Resolution, Status, Wait,
 };
 pub use render::render;
 pub use spec::{ConflictPolicy, DeletePolicy, Direction, FieldMap, MatchKey, SyncSpec};

@@ -42,9 +42,134 @@ impl Resolution {
 pub enum Status {
     InSync,
     Failed(Failure),
-    Excluded(String),
-    Waiting(String),
+    Excluded(Exclusion),
+    Waiting(Wait),
     Deleted,
+}
+
+/// Why a record is left out of a sync. Each variant carries the message a
+/// person reads (naming the record, the field or the key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exclusion {
+    /// The endpoint's filter does not admit it.
+    Filter(String),
+    /// A match key field is empty.
+    NoMatchKey(String),
+    /// Several records on one side share its match key.
+    Ambiguous(String),
+    /// Its match on the other side is excluded by the filter.
+    MatchesExcluded(String),
+    /// It exists only on the side the sync's direction does not read from.
+    OneWay(String),
+    /// It was merged into a record that is linked to another one.
+    Merged(String),
+}
+
+/// Why a record waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// A parent it references is not linked yet.
+    Parent(String),
+    /// Its match on the other side could not be read.
+    Unread(String),
+    /// A person's decision on held conflicts.
+    Conflict(String),
+    /// An unpaired b record: compared with every a record before it is
+    /// created on a (later in the same pass).
+    Matching,
+    /// A create held until both sides are read in full (a gradual exchange).
+    Backfill,
+}
+
+impl Exclusion {
+    /// A stable code, stored beside the message and used to group.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Exclusion::Filter(_) => "filter",
+            Exclusion::NoMatchKey(_) => "no_match_key",
+            Exclusion::Ambiguous(_) => "ambiguous",
+            Exclusion::MatchesExcluded(_) => "matches_excluded",
+            Exclusion::OneWay(_) => "one_way",
+            Exclusion::Merged(_) => "merged",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Exclusion::Filter(m)
+            | Exclusion::NoMatchKey(m)
+            | Exclusion::Ambiguous(m)
+            | Exclusion::MatchesExcluded(m)
+            | Exclusion::OneWay(m)
+            | Exclusion::Merged(m) => m,
+        }
+    }
+
+    /// What a person can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Exclusion::Filter(_) => {
+                "change the record, or the endpoint's filter, if it should sync"
+            }
+            Exclusion::NoMatchKey(_) => "fill the match key field on that record",
+            Exclusion::Ambiguous(_) => {
+                "merge the duplicates on that side, or correct the key of the wrong one"
+            }
+            Exclusion::MatchesExcluded(_) => {
+                "the two records are the same thing: change the filter, or the record it excludes"
+            }
+            Exclusion::OneWay(_) => {
+                "change the sync's direction to two-way if it should be created there"
+            }
+            Exclusion::Merged(_) => {
+                "merge the two records on the other side too (the link of the survivor stays)"
+            }
+        }
+    }
+
+    /// The exclusion a stored code and message stand for.
+    pub fn from_stored(code: &str, message: String) -> Option<Exclusion> {
+        Some(match code {
+            "filter" => Exclusion::Filter(message),
+            "no_match_key" => Exclusion::NoMatchKey(message),
+            "ambiguous" => Exclusion::Ambiguous(message),
+            "matches_excluded" => Exclusion::MatchesExcluded(message),
+            "one_way" => Exclusion::OneWay(message),
+            "merged" => Exclusion::Merged(message),
+            _ => return None,
+        })
+    }
+}
+
+impl Wait {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Wait::Parent(_) => "parent",
+            Wait::Unread(_) => "unread",
+            Wait::Conflict(_) => "conflict",
+            Wait::Matching => "matching",
+            Wait::Backfill => "backfill",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Wait::Parent(m) | Wait::Unread(m) | Wait::Conflict(m) => m,
+            Wait::Matching => "matching: compared with every a record before it is created there",
+            Wait::Backfill => "backfill: created once both sides are read in full",
+        }
+    }
+
+    pub fn from_stored(code: &str, message: String) -> Option<Wait> {
+        Some(match code {
+            "parent" => Wait::Parent(message),
+            "unread" => Wait::Unread(message),
+            "conflict" => Wait::Conflict(message),
+            "matching" => Wait::Matching,
+            "backfill" => Wait::Backfill,
+            _ => return None,
+        })
+    }
 }
 
 impl Status {
@@ -493,7 +618,7 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
                     rec,
                     read: false,
                     may_create: false,
-                    filtered_out: matches!(&e.status, Status::Excluded(r) if r.starts_with("filter")),
+                    filtered_out: matches!(&e.status, Status::Excluded(Exclusion::Filter(_))),
                     key: e.key(side).cloned(),
                 });
             } else if let Some(k) = e.key(side) {
@@ -524,7 +649,10 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
             let status = if c.filtered_out {
                 filter_reason(spec, c.side)
             } else {
-                format!("no match key: field {missing} is empty on {}", c.side)
+                Exclusion::NoMatchKey(format!(
+                    "no match key: field {missing} is empty on {}",
+                    c.side
+                ))
             };
             items.push(single(spec, entries, c, Status::Excluded(status)));
         }
@@ -543,7 +671,9 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
         let (na, nb) = (count(Side::A), count(Side::B));
         if na > 1 || nb > 1 {
             let (side, n) = if na > 1 { (Side::A, na) } else { (Side::B, nb) };
-            let reason = format!("ambiguous match key {key:?}: {n} records on {side} share it");
+            let reason = Exclusion::Ambiguous(format!(
+                "ambiguous match key {key:?}: {n} records on {side} share it"
+            ));
             for &m in &members {
                 items.push(single(
                     spec,
@@ -561,10 +691,10 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
                 let reason = if m == bm {
                     filter_reason(spec, c.side)
                 } else {
-                    format!(
+                    Exclusion::MatchesExcluded(format!(
                         "matches {} record {} that the filter excludes",
                         cands[bm].side, cands[bm].rec.id
-                    )
+                    ))
                 };
                 if c.read || m != bm {
                     items.push(single(spec, entries, c, Status::Excluded(reason)));
@@ -585,10 +715,10 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
                     // this is a record that is gone but not yet known deleted.
                     _ => {
                         let (read, unread) = if x.read { (x, y) } else { (y, x) };
-                        let reason = format!(
+                        let reason = Wait::Unread(format!(
                             "matches {} record {}, which could not be read; it is linked once that record is found or known deleted",
                             unread.side, unread.rec.id
-                        );
+                        ));
                         items.push(single(spec, entries, read, Status::Waiting(reason)));
                     }
                 }
@@ -670,9 +800,9 @@ fn side_index(side: Side) -> usize {
     }
 }
 
-fn filter_reason(spec: &SyncSpec, side: Side) -> String {
+fn filter_reason(spec: &SyncSpec, side: Side) -> Exclusion {
     let src = spec.filter(side).map(|f| f.source()).unwrap_or("");
-    format!("filter: {side} record does not satisfy {src:?}")
+    Exclusion::Filter(format!("filter: {side} record does not satisfy {src:?}"))
 }
 
 /// The normalised match key of a record, `None` when a key field is empty.
@@ -855,10 +985,10 @@ fn unmatched(spec: &SyncSpec, refs: &dyn RefLookup, entries: &[Entry], c: &Candi
             spec,
             entries,
             c,
-            Status::Excluded(format!(
+            Status::Excluded(Exclusion::OneWay(format!(
                 "exists only on {from}; the sync is {} so it is not created on {to}",
                 spec.direction.as_str()
-            )),
+            ))),
         );
     }
     if !c.may_create {
@@ -929,7 +1059,7 @@ fn outcome_status(fails: &[Failure], waits: &[String]) -> Option<Status> {
         return Some(Status::Failed(f));
     }
     if !waits.is_empty() {
-        return Some(Status::Waiting(waits.join("; ")));
+        return Some(Status::Waiting(Wait::Parent(waits.join("; "))));
     }
     None
 }
@@ -1236,10 +1366,10 @@ fn merge_fields(
     it.status = if held_now.is_empty() {
         Status::InSync
     } else {
-        Status::Waiting(format!(
+        Status::Waiting(Wait::Conflict(format!(
             "conflict decision on field {}",
             held_now.join(", ")
-        ))
+        )))
     };
 }
 

@@ -63,10 +63,10 @@ pub fn render(plan: &Plan) -> String {
                 let _ = writeln!(out, "failed {who}: {}: {}", f.category, f.message);
             }
             Status::Excluded(r) => {
-                let _ = writeln!(out, "excluded {who}: {r}");
+                let _ = writeln!(out, "excluded {who}: {}", r.message());
             }
             Status::Waiting(r) => {
-                let _ = writeln!(out, "waiting {who}: {r}");
+                let _ = writeln!(out, "waiting {who}: {}", r.message());
             }
             Status::Deleted | Status::InSync => {}
         }

@@ -71,6 +71,9 @@ impl ApiError {
     fn engine(e: puente_engine::EngineError) -> Self {
         match e {
             puente_engine::EngineError::Refused(m) => Self::not_found(m),
+            busy @ puente_engine::EngineError::Busy { .. } => {
+                Self::new(StatusCode::CONFLICT, "sync_busy", busy.to_string())
+            }
             puente_engine::EngineError::State(s) => Self::internal(s),
             other => Self::new(StatusCode::BAD_GATEWAY, "sync_failed", other.to_string()),
         }
@@ -116,6 +119,38 @@ pub struct SyncView {
     pub excluded: Vec<GroupRow>,
     /// A gradual exchange's backfill (none for `all_at_once`).
     pub backfill: Option<puente_engine::BackfillStatus>,
+    /// The process running a pass of this sync now (this server or
+    /// another: a `puente sync` from cron, another worker).
+    pub held_by: Option<HolderView>,
+}
+
+/// Who holds a sync's lease: the process running a pass of it.
+#[derive(Serialize)]
+pub struct HolderView {
+    pub host: String,
+    pub pid: i64,
+    pub command: String,
+    pub started_at: String,
+    /// When the lease lapses unless its holder renews it.
+    pub expires_at: String,
+    /// Whether it is this server.
+    pub this_process: bool,
+    /// `` `puente sync` (pid 42 on host) since … ``
+    pub text: String,
+}
+
+impl HolderView {
+    fn new(row: puente_state::LeaseRow, me: &puente_state::Holder) -> HolderView {
+        HolderView {
+            this_process: row.host == me.host && row.pid == i64::from(me.pid),
+            text: row.to_string(),
+            host: row.host,
+            pid: row.pid,
+            command: row.command,
+            started_at: row.started_at,
+            expires_at: row.expires_at,
+        }
+    }
 }
 
 /// A sync of the config, or a 404 naming it.
@@ -148,8 +183,16 @@ pub async fn sync_view(app: &App, name: &str) -> ApiResult<SyncView> {
         .backfill_status(def)
         .await
         .map_err(ApiError::internal)?;
+    let held_by = app
+        .engine
+        .state
+        .lease_holder(name)
+        .await
+        .map_err(ApiError::internal)?
+        .map(|row| HolderView::new(row, &app.engine.holder));
     Ok(SyncView {
         backfill,
+        held_by,
         name: def.name.clone(),
         direction: def.direction.as_str().to_string(),
         a: def.a.label(),

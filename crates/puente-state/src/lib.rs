@@ -6,11 +6,13 @@
 //! file created on first run) and PostgreSQL (`postgres://…` state URLs):
 //! the same queries, the same tests, migrations embedded per backend.
 
+mod lease;
 mod store;
 mod vault;
 
+pub use lease::{Acquired, Holder, Lease, LeaseRow};
 pub use store::{
-    Backend, ChangeRow, Commit, ConflictRow, EntryWrite, GroupRow, Intent, RecordFilter, RecordRow,
-    RunRow, StateError, StateStore, StatusCounts, STATUSES,
+    now, Backend, ChangeRow, Commit, ConflictRow, EntryWrite, GroupRow, Intent, Marker,
+    RecordFilter, RecordRow, Revisit, RunRow, StateError, StateStore, StatusCounts, STATUSES,
 };
 pub use vault::{SecretInfo, SecretKey};

@@ -4,15 +4,19 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use puente_core::{Failure, FailureCategory, Fields, Side, Value};
-use puente_plan::{ConflictNote, Entry, FieldChange, Resolution, Status};
+use puente_plan::{ConflictNote, Entry, Exclusion, FieldChange, Resolution, Status, Wait};
+
+use crate::lease::Lease;
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, ConnectOptions, Row};
 
 /// Schema migrations, in order: version N is the first N applied.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("migrations.sql"),
     include_str!("migrations_v2.sql"),
+    include_str!("migrations_v3.sql"),
+    include_str!("migrations_v4.sql"),
 ];
 /// Rows per multi-row statement (well under SQLite's and PostgreSQL's
 /// parameter limits).
@@ -31,6 +35,8 @@ pub enum StateError {
     Corrupt(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("sync {sync}: this pass lost its lease (it stalled past the lease's expiry and another process took the sync over); nothing more was recorded, and the pass that holds the sync now carries on")]
+    LeaseLost { sync: String },
     #[error("secret {name}: {message}\n  fix: {fix}")]
     Secret {
         name: String,
@@ -39,7 +45,7 @@ pub enum StateError {
     },
 }
 
-type Result<T> = std::result::Result<T, StateError>;
+pub(crate) type Result<T> = std::result::Result<T, StateError>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -99,6 +105,53 @@ fn side_a() -> Side {
     Side::A
 }
 
+/// What a sync keeps between passes beside its records, one value each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Marker {
+    /// A side's change cursor, as its connector made it (opaque).
+    Cursor(Side),
+    /// When ids were last listed to find deletes (unix seconds).
+    DeleteScan,
+    /// `puente serve` does not run the sync (a boolean).
+    Paused,
+    /// When the last full reconciliation started (unix seconds).
+    ReconciledAt,
+    /// Where a side's gradual backfill goes on from (`{"page": token}`).
+    BackfillPage(Side),
+    /// Requests a gradual backfill spent on a UTC day (`{"day", "requests"}`).
+    BackfillSpent,
+}
+
+impl Marker {
+    /// Its key in the store (the names earlier versions used).
+    pub fn name(self) -> &'static str {
+        match self {
+            Marker::Cursor(Side::A) => "a",
+            Marker::Cursor(Side::B) => "b",
+            Marker::DeleteScan => "delete_scan",
+            Marker::Paused => "paused",
+            Marker::ReconciledAt => "reconciled_at",
+            Marker::BackfillPage(Side::A) => "backfill_a",
+            Marker::BackfillPage(Side::B) => "backfill_b",
+            Marker::BackfillSpent => "backfill_spent",
+        }
+    }
+}
+
+/// Which entries a pass revisits, a page at a time in id order.
+#[derive(Clone, Debug)]
+pub struct Revisit {
+    /// Entries after this id (the last of the previous page).
+    pub after: i64,
+    /// Only entries not written since (RFC 3339): what this pass already
+    /// planned is not planned again.
+    pub before: String,
+    /// Only entries waiting for this reason (a held backfill's creates).
+    pub only: Option<&'static str>,
+    /// Leave out entries waiting for this reason.
+    pub skip: Option<&'static str>,
+}
+
 /// Everything one step of a run persists, in one transaction.
 #[derive(Clone, Debug, Default)]
 pub struct Commit {
@@ -112,7 +165,9 @@ pub struct Commit {
     /// Entries read back after Puente's own write, unchanged: only their
     /// echo flags are cleared.
     pub echoes_seen: Vec<i64>,
-    pub cursors: Vec<(String, serde_json::Value)>,
+    pub cursors: Vec<(Marker, serde_json::Value)>,
+    /// The pass's lease: the commit renews it first, and fails if it is lost.
+    pub lease: Option<Lease>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -250,7 +305,7 @@ pub struct ChangeRow {
 /// The entry columns `bind_entry` binds, in its order.
 const ENTRY_WRITE_COLS: &str =
     "sync, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b, \
-    echo_a, echo_b, status, reason, category, message, hint, attempts";
+    echo_a, echo_b, status, reason_code, reason, category, message, hint, attempts";
 
 /// Binds an entry's stored columns (`ENTRY_WRITE_COLS`); `attempts` carries
 /// 1 for a failed attempt (the upsert turns it into a count).
@@ -260,7 +315,14 @@ fn bind_entry<'q>(
     w: &EntryWrite,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     let e = &w.entry;
-    let (status, reason, category, message, hint) = status_columns(&e.status);
+    let StatusColumns {
+        status,
+        code,
+        reason,
+        category,
+        message,
+        hint,
+    } = status_columns(&e.status);
     q.bind(sync.to_string())
         .bind(e.a_id.clone())
         .bind(e.b_id.clone())
@@ -273,6 +335,7 @@ fn bind_entry<'q>(
         .bind(e.echo_a as i64)
         .bind(e.echo_b as i64)
         .bind(status)
+        .bind(code)
         .bind(reason)
         .bind(category)
         .bind(message)
@@ -289,7 +352,9 @@ type LogRow<'a> = (
     Option<String>,
 );
 
-pub(crate) fn now() -> String {
+/// The time as the store writes it (RFC 3339, UTC, microseconds), so that
+/// stored times compare as text.
+pub fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
@@ -314,27 +379,48 @@ fn value_json(v: &Value) -> String {
     serde_json::to_string(v).expect("value serialises")
 }
 
-fn status_columns(
-    s: &Status,
-) -> (
-    &'static str,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-) {
+/// How a status is stored: its name, the reason's code and message (excluded,
+/// waiting), or the failure's category, message and hint.
+#[derive(Default)]
+struct StatusColumns {
+    status: &'static str,
+    code: Option<&'static str>,
+    reason: Option<String>,
+    category: Option<String>,
+    message: Option<String>,
+    hint: Option<String>,
+}
+
+fn status_columns(s: &Status) -> StatusColumns {
     match s {
-        Status::InSync => ("in_sync", None, None, None, None),
-        Status::Failed(f) => (
-            "failed",
-            None,
-            Some(f.category.as_str().to_string()),
-            Some(f.message.clone()),
-            Some(f.hint.clone()),
-        ),
-        Status::Excluded(r) => ("excluded", Some(r.clone()), None, None, None),
-        Status::Waiting(r) => ("waiting", Some(r.clone()), None, None, None),
-        Status::Deleted => ("deleted", None, None, None, None),
+        Status::InSync => StatusColumns {
+            status: "in_sync",
+            ..StatusColumns::default()
+        },
+        Status::Failed(f) => StatusColumns {
+            status: "failed",
+            category: Some(f.category.as_str().to_string()),
+            message: Some(f.message.clone()),
+            hint: Some(f.hint.clone()),
+            ..StatusColumns::default()
+        },
+        Status::Excluded(x) => StatusColumns {
+            status: "excluded",
+            code: Some(x.code()),
+            reason: Some(x.message().to_string()),
+            hint: Some(x.hint().to_string()),
+            ..StatusColumns::default()
+        },
+        Status::Waiting(w) => StatusColumns {
+            status: "waiting",
+            code: Some(w.code()),
+            reason: Some(w.message().to_string()),
+            ..StatusColumns::default()
+        },
+        Status::Deleted => StatusColumns {
+            status: "deleted",
+            ..StatusColumns::default()
+        },
     }
 }
 
@@ -557,16 +643,17 @@ impl StateStore {
             .collect()
     }
 
-    // ----- cursors ----------------------------------------------------------
+    // ----- cursors and markers ----------------------------------------------
 
     /// Sets a per-sync marker (a pause, the last reconciliation) outside a
     /// run's commit.
     pub async fn set_marker(
         &self,
         sync: &str,
-        name: &str,
+        marker: Marker,
         value: &serde_json::Value,
     ) -> Result<()> {
+        let name = marker.name();
         sqlx::query(&self.sql(
             "INSERT INTO cursors (sync, side, value, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (sync, side) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
@@ -580,13 +667,13 @@ impl StateStore {
         Ok(())
     }
 
-    /// The committed cursor (or other per-sync marker) named `side`.
-    pub async fn cursor(&self, sync: &str, side: &str) -> Result<Option<serde_json::Value>> {
+    /// A sync's committed cursor or other marker.
+    pub async fn marker(&self, sync: &str, marker: Marker) -> Result<Option<serde_json::Value>> {
         let v: Option<String> = sqlx::query_scalar(
             &self.sql("SELECT value FROM cursors WHERE sync = $1 AND side = $2"),
         )
         .bind(sync)
-        .bind(side)
+        .bind(marker.name())
         .fetch_optional(&self.pool)
         .await?;
         v.map(|s| serde_json::from_str(&s).map_err(|e| StateError::Corrupt(e.to_string())))
@@ -595,15 +682,22 @@ impl StateStore {
 
     // ----- entries ----------------------------------------------------------
 
-    const ENTRY_COLS: &'static str = "id, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b, echo_a, echo_b, status, reason, category, message, hint";
+    const ENTRY_COLS: &'static str = "id, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b, echo_a, echo_b, status, reason_code, reason, category, message, hint";
 
     fn entry_from_row(r: &AnyRow) -> Result<Entry> {
         let status: String = r.try_get("status")?;
         let reason: Option<String> = r.try_get("reason")?;
+        let code: Option<String> = r.try_get("reason_code")?;
+        let code = code.unwrap_or_default();
+        let unknown = || StateError::Corrupt(format!("{status} reason {code:?}"));
         let status = match status.as_str() {
             "in_sync" => Status::InSync,
-            "excluded" => Status::Excluded(reason.unwrap_or_default()),
-            "waiting" => Status::Waiting(reason.unwrap_or_default()),
+            "excluded" => Status::Excluded(
+                Exclusion::from_stored(&code, reason.unwrap_or_default()).ok_or_else(unknown)?,
+            ),
+            "waiting" => Status::Waiting(
+                Wait::from_stored(&code, reason.unwrap_or_default()).ok_or_else(unknown)?,
+            ),
             "deleted" => Status::Deleted,
             "failed" => {
                 let cat: Option<String> = r.try_get("category")?;
@@ -753,18 +847,30 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Entries a run must look at again whatever the cursors say: failed
-    /// records (retried), waiting ones, and conflicts a person has settled.
-    pub async fn entries_to_revisit(&self, sync: &str) -> Result<Vec<Entry>> {
+    /// One page of the entries a run must look at again whatever the cursors
+    /// say: failed records (retried), waiting ones, and conflicts a person
+    /// has settled; in id order, `limit` at most.
+    pub async fn revisit_page(&self, sync: &str, r: &Revisit, limit: usize) -> Result<Vec<Entry>> {
         let ids: Vec<i64> = sqlx::query_scalar(&self.sql(
-            "SELECT id FROM entries WHERE sync = $1 AND status IN ('failed', 'waiting')
-             UNION SELECT entry_id FROM conflicts WHERE sync = $2 AND state = 'resolved'",
+            "SELECT id FROM entries e WHERE sync = $1 AND id > $2 AND updated_at < $3
+               AND ($4 = '' OR reason_code = $5) AND ($6 = '' OR reason_code IS NULL OR reason_code <> $7)
+               AND (status IN ('failed', 'waiting') OR EXISTS
+                 (SELECT 1 FROM conflicts c WHERE c.entry_id = e.id AND c.state = 'resolved'))
+             ORDER BY id LIMIT $8",
         ))
         .bind(sync)
-        .bind(sync)
+        .bind(r.after)
+        .bind(r.before.clone())
+        .bind(r.only.unwrap_or(""))
+        .bind(r.only.unwrap_or(""))
+        .bind(r.skip.unwrap_or(""))
+        .bind(r.skip.unwrap_or(""))
+        .bind(limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        self.entries_by_entry_ids(sync, &ids).await
+        let mut out = self.entries_by_entry_ids(sync, &ids).await?;
+        out.sort_by_key(|e| e.id);
+        Ok(out)
     }
 
     /// Every record id known on `side` that is not marked deleted there
@@ -826,14 +932,13 @@ impl StateStore {
                     .await?;
             } else {
                 let q = self.sql(
-                    "UPDATE entries SET status = 'excluded', reason = 'merged', category = NULL, message = $1, hint = $2, updated_at = $3 WHERE id = $4",
+                    "UPDATE entries SET status = 'excluded', reason_code = $1, reason = $2, category = NULL, message = NULL, hint = $3, updated_at = $4 WHERE id = $5",
                 );
-                let message = format!("{side} record {old} was merged into {new}, which is linked to another record: the other side now holds two records for one");
-                let hint =
-                    "merge the two records on the other side too (the link of the survivor stays)";
+                let why = Exclusion::Merged(format!("{side} record {old} was merged into {new}, which is linked to another record: the other side now holds two records for one"));
                 sqlx::query(&q)
-                    .bind(message)
-                    .bind(hint)
+                    .bind(why.code())
+                    .bind(why.message().to_string())
+                    .bind(why.hint())
                     .bind(&now)
                     .bind(old_entry)
                     .execute(&mut *tx)
@@ -886,7 +991,7 @@ impl StateStore {
 
     /// Records intents, committed before the creates they announce.
     /// Returns the batch token that settles them all in a later commit.
-    pub async fn add_intents(&self, intents: &[Intent]) -> Result<String> {
+    pub async fn add_intents(&self, intents: &[Intent], lease: Option<&Lease>) -> Result<String> {
         let batch = format!(
             "{}-{}",
             now(),
@@ -894,6 +999,9 @@ impl StateStore {
         );
         let at = now();
         let mut tx = self.pool.begin().await?;
+        if let Some(lease) = lease {
+            self.fence(&mut tx, lease).await?;
+        }
         const COLS: usize = 8;
         for chunk in intents.chunks(CHUNK / 2) {
             let rows: Vec<String> = (0..chunk.len())
@@ -952,6 +1060,9 @@ impl StateStore {
     /// statuses), the change log, conflicts, settled intents and cursors.
     pub async fn commit(&self, c: &Commit) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        if let Some(lease) = &c.lease {
+            self.fence(&mut tx, lease).await?;
+        }
         let at = now();
         for id in &c.drops {
             sqlx::query(&self.sql("DELETE FROM entries WHERE id = $1"))
@@ -963,7 +1074,7 @@ impl StateStore {
         let (existing, new): (Vec<&EntryWrite>, Vec<&EntryWrite>) =
             c.entries.iter().partition(|w| w.id.is_some());
         // Existing entries: one multi-row upsert per chunk.
-        const UCOLS: usize = 19;
+        const UCOLS: usize = 20;
         for chunk in existing.chunks(CHUNK / 2) {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|i| format!("({})", ph(1 + i * UCOLS, UCOLS)))
@@ -974,7 +1085,8 @@ impl StateStore {
                  ON CONFLICT (id) DO UPDATE SET a_id = excluded.a_id, b_id = excluded.b_id,
                  key_a = excluded.key_a, key_b = excluded.key_b, seen_a = excluded.seen_a, seen_b = excluded.seen_b,
                  deleted_a = excluded.deleted_a, deleted_b = excluded.deleted_b, echo_a = excluded.echo_a,
-                 echo_b = excluded.echo_b, status = excluded.status, reason = excluded.reason,
+                 echo_b = excluded.echo_b, status = excluded.status,
+                 reason_code = excluded.reason_code, reason = excluded.reason,
                  category = excluded.category, message = excluded.message, hint = excluded.hint,
                  attempts = CASE WHEN excluded.attempts = 1 THEN entries.attempts + 1 ELSE 0 END,
                  updated_at = excluded.updated_at,
@@ -991,7 +1103,7 @@ impl StateStore {
         // New entries with conflicts need their id; the rest go in bulk.
         let (with_id, bulk): (Vec<&EntryWrite>, Vec<&EntryWrite>) =
             new.into_iter().partition(|w| !w.conflicts.is_empty());
-        const COLS: usize = 19;
+        const COLS: usize = 20;
         for chunk in bulk.chunks(CHUNK / 2) {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|i| format!("({})", ph(1 + i * COLS, COLS)))
@@ -1017,7 +1129,7 @@ impl StateStore {
         for w in with_id {
             let sql = self.sql(&format!(
                 "INSERT INTO entries ({ENTRY_WRITE_COLS}, updated_at) VALUES ({}) RETURNING id",
-                ph(1, 18)
+                ph(1, 19)
             ));
             let id: i64 = bind_entry(sqlx::query(&sql), &c.sync, w)
                 .bind(at.clone())
@@ -1155,13 +1267,13 @@ impl StateStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        for (name, value) in &c.cursors {
+        for (marker, value) in &c.cursors {
             sqlx::query(
                 &self.sql("INSERT INTO cursors (sync, side, value, updated_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (sync, side) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"),
             )
             .bind(c.sync.clone())
-            .bind(name.clone())
+            .bind(marker.name())
             .bind(value.to_string())
             .bind(at.clone())
             .execute(&mut *tx)
@@ -1256,9 +1368,9 @@ impl StateStore {
     /// Failed records by category and excluded ones by reason, largest first.
     pub async fn groups(&self, sync: &str) -> Result<Vec<GroupRow>> {
         let rows = sqlx::query(&self.sql(
-            "SELECT status, COALESCE(category, reason, 'unknown') AS label, COUNT(*) AS n, MIN(hint) AS hint
+            "SELECT status, COALESCE(category, reason_code, 'unknown') AS label, COUNT(*) AS n, MIN(hint) AS hint
              FROM entries WHERE sync = $1 AND status IN ('failed', 'excluded')
-             GROUP BY status, COALESCE(category, reason, 'unknown') ORDER BY n DESC, label",
+             GROUP BY status, COALESCE(category, reason_code, 'unknown') ORDER BY n DESC, label",
         ))
         .bind(sync)
         .fetch_all(&self.pool)

@@ -309,47 +309,46 @@ pub async fn run(dir: &Path, opts: DemoOptions) -> Result<ExitCode> {
     )?;
     seed(dir).await?;
     seed_crm(&crm).await?;
-    println!("Puente demo, fully offline:");
-    println!(
+    outln!("Puente demo, fully offline:");
+    outln!(
         "  shop  (a, SQLite)            {}/shop.db: 240 customers",
         dir.display()
     );
-    println!(
+    outln!(
         "  books (b, SQLite)            {}/books.db: 160 clients, 60 also in the shop",
         dir.display()
     );
-    println!(
+    outln!(
         "  crm   (b, HubSpot sandbox)   {}: 50 contacts, 30 also in the shop",
         crm.url
     );
-    println!(
-        "  The Zoho CRM and Bitrix24 sandboxes do not exist yet, so the demo leaves them out."
-    );
-    println!("Config: {}\n", cfg_path.display());
+    outln!("  The Zoho CRM and Bitrix24 sandboxes do not exist yet, so the demo leaves them out.");
+    outln!("Config: {}\n", cfg_path.display());
 
     let cfg = crate::load(&cfg_path).await?;
     let (token, generated) = crate::serve::admin_token(&cfg)?;
     let serve_opts = crate::serve::options(&cfg, token.clone());
-    let engine = Engine::open(cfg).await?;
-    println!("1. First sync: matching by e-mail, creating the rest both ways.");
-    let (r, f) = crate::sync(&engine, &[], false, false).await?;
-    crate::output::print_reports(&r);
-    anyhow::ensure!(f.is_empty(), "{}", f.join("\n"));
+    let engine = Engine::open(cfg).await?.with_command("puente demo");
+    let wait = std::time::Duration::ZERO;
+    outln!("1. First sync: matching by e-mail, creating the rest both ways.");
+    let done = crate::sync(&engine, &[], false, false, wait).await?;
+    crate::output::print_reports(&done.reports);
+    anyhow::ensure!(done.failures.is_empty(), "{}", done.failures.join("\n"));
 
-    println!("\n2. Edits on all sides (conflicts, disjoint edits, deletes), then a dry run:");
+    outln!("\n2. Edits on all sides (conflicts, disjoint edits, deletes), then a dry run:");
     edit(dir).await?;
     edit_crm(&crm).await?;
-    let (r, _) = crate::sync(&engine, &[], true, true).await?;
-    crate::output::print_reports(&r);
+    let done = crate::sync(&engine, &[], true, true, wait).await?;
+    crate::output::print_reports(&done.reports);
 
-    println!("\n3. The real run:");
-    let (r, f) = crate::sync(&engine, &[], false, true).await?;
-    crate::output::print_reports(&r);
-    anyhow::ensure!(f.is_empty(), "{}", f.join("\n"));
+    outln!("\n3. The real run:");
+    let done = crate::sync(&engine, &[], false, true, wait).await?;
+    crate::output::print_reports(&done.reports);
+    anyhow::ensure!(done.failures.is_empty(), "{}", done.failures.join("\n"));
 
-    println!("\n4. Status:");
+    outln!("\n4. Status:");
     crate::output::status(&engine, false).await?;
-    println!("\n5. Records that need a person:");
+    outln!("\n5. Records that need a person:");
     let rows = engine
         .state
         .records(&puente_state::RecordFilter {
@@ -361,12 +360,12 @@ pub async fn run(dir: &Path, opts: DemoOptions) -> Result<ExitCode> {
 
     let c = cfg_path.display();
     if !opts.serve {
-        println!("\nTry next:");
-        println!("  puente --config {c} status");
-        println!("  puente --config {c} records --status deleted");
-        println!("  puente --config {c} restore --sync customers --side b --dry-run");
-        println!("  puente --config {c} records --format csv > records.csv");
-        println!("  puente demo            (without --no-serve: the dashboard, live)");
+        outln!("\nTry next:");
+        outln!("  puente --config {c} status");
+        outln!("  puente --config {c} records --status deleted");
+        outln!("  puente --config {c} restore --sync customers --side b --dry-run");
+        outln!("  puente --config {c} records --format csv > records.csv");
+        outln!("  puente demo            (without --no-serve: the dashboard, live)");
         crm.stop().await;
         return Ok(ExitCode::SUCCESS);
     }
@@ -397,24 +396,24 @@ pub async fn run(dir: &Path, opts: DemoOptions) -> Result<ExitCode> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("subscribing the sandbox's webhooks: {e}"))?;
-    println!("\nDashboard: http://{addr}/");
+    outln!("\nDashboard: http://{addr}/");
     if generated {
-        println!("Admin token: {token}");
+        outln!("Admin token: {token}");
     } else {
-        println!("Admin token: the one in [serve] admin_token or PUENTE_ADMIN_TOKEN");
+        outln!("Admin token: the one in [serve] admin_token or PUENTE_ADMIN_TOKEN");
     }
-    println!("\nTry next (Ctrl-C stops the demo):");
-    println!("  - Sign in with the token; the overview shows each sync's counts, live.");
-    println!("  - Records → status failed: each failure has its category and a hint.");
-    println!("  - Sync crm-contacts → Restore deleted on b: a review screen, then the contact comes back.");
-    println!("  - Change a contact in the CRM sandbox; it reaches the shop in about a second (webhooks):");
-    println!(
+    outln!("\nTry next (Ctrl-C stops the demo):");
+    outln!("  - Sign in with the token; the overview shows each sync's counts, live.");
+    outln!("  - Records → status failed: each failure has its category and a hint.");
+    outln!("  - Sync crm-contacts → Restore deleted on b: a review screen, then the contact comes back.");
+    outln!("  - Change a contact in the CRM sandbox; it reaches the shop in about a second (webhooks):");
+    outln!(
         "      curl -X PATCH {}/crm/v3/objects/contacts/1001 -H 'authorization: Bearer {}' \\",
         crm.url,
         crm.token()
     );
-    println!("           -H 'content-type: application/json' -d '{{\"properties\": {{\"firstname\": \"Changed\"}}}}'");
-    println!("  - puente --config {c} status   (in another terminal)");
+    outln!("           -H 'content-type: application/json' -d '{{\"properties\": {{\"firstname\": \"Changed\"}}}}'");
+    outln!("  - puente --config {c} status   (in another terminal)");
     use std::io::Write;
     std::io::stdout().flush()?;
     puente_server::serve(listener, app, crate::serve::shutdown_signal()).await?;

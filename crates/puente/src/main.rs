@@ -1,6 +1,17 @@
 //! `puente`: keep CRMs and databases in sync. The CLI is thin: it parses
 //! flags, calls the engine, and prints.
 
+/// `println!` that ends the program quietly when stdout is a closed pipe
+/// (`puente sync --dry-run | head`), as command-line tools do.
+macro_rules! outln {
+    () => {
+        $crate::output::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+
 mod demo;
 
 // Sync work is many small allocations (records, values, keys); mimalloc
@@ -41,8 +52,19 @@ struct Cli {
         env = "PUENTE_CONFIG"
     )]
     config: PathBuf,
+    /// How log lines are written to stderr: `text` for people, `json` (one
+    /// object per line, with the pass's span fields) for log collectors.
+    /// The level comes from PUENTE_LOG (default: warn).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PUENTE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -72,6 +94,15 @@ enum Command {
         /// Ignore cursors and check deletes now (a full reconciliation).
         #[arg(long)]
         full: bool,
+        /// When another process (`puente serve`, another `puente sync`) is
+        /// running a pass of a sync, wait this many seconds for it to end
+        /// before skipping that sync.
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        wait: u64,
+        /// Exit with an error (code 3) when a sync was skipped because
+        /// another process was running it, instead of only saying so.
+        #[arg(long)]
+        fail_if_busy: bool,
     },
     /// Per sync: in sync, failed (by category), excluded, deleted, waiting, last run.
     Status {
@@ -170,15 +201,20 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PUENTE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PUENTE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -186,6 +222,9 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
+            if let Some(io) = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
+                output::quit_on_closed_pipe(io);
+            }
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
@@ -198,12 +237,14 @@ async fn load(path: &std::path::Path) -> Result<config::Config> {
         .map_err(puente_engine::EngineError::Config)?)
 }
 
-async fn engine(path: &std::path::Path) -> Result<Engine> {
+/// The engine for a command; `command` names this process in the leases
+/// it takes (`puente sync`), for whoever finds a sync busy.
+async fn engine(path: &std::path::Path, command: &str) -> Result<Engine> {
     let cfg = load(path).await?;
     for w in &cfg.warnings {
         eprintln!("{w}");
     }
-    Ok(Engine::open(cfg).await?)
+    Ok(Engine::open(cfg).await?.with_command(command))
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -213,25 +254,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(c) => c,
                 Err(diags) => {
                     for d in &diags {
-                        println!("{d}");
+                        outln!("{d}");
                     }
                     return Ok(ExitCode::from(1));
                 }
             };
             let mut diags = cfg.warnings.clone();
             if !offline {
-                let e = Engine::open(cfg.clone()).await?;
+                let e = Engine::open(cfg.clone())
+                    .await?
+                    .with_command("puente validate");
                 diags.extend(e.validate_live().await);
             }
             for d in &diags {
-                println!("{d}");
+                outln!("{d}");
             }
             let errors = diags.iter().filter(|d| !d.warning).count();
             if errors > 0 {
-                println!("{errors} error(s)");
+                outln!("{errors} error(s)");
                 return Ok(ExitCode::from(1));
             }
-            println!(
+            outln!(
                 "{}: ok ({} syncs, {} warnings)",
                 cli.config.display(),
                 cfg.syncs.len(),
@@ -251,28 +294,43 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             json,
             full,
+            wait,
+            fail_if_busy,
         } => {
-            let e = engine(&cli.config).await?;
-            let (reports, failures) = sync(&e, &names, dry_run, full).await?;
+            let e = engine(&cli.config, "puente sync").await?;
+            let wait = Duration::from_secs(wait);
+            let done = sync(&e, &names, dry_run, full, wait).await?;
             if json {
-                println!(
+                let skipped: Vec<_> = done
+                    .skipped
+                    .iter()
+                    .map(|(sync, why)| serde_json::json!({ "sync": sync, "reason": why }))
+                    .collect();
+                outln!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "syncs": reports }))?
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "syncs": done.reports, "skipped": skipped })
+                    )?
                 );
             } else {
-                output::print_reports(&reports);
+                output::print_reports(&done.reports);
             }
-            for f in &failures {
+            for (sync, why) in &done.skipped {
+                eprintln!("sync {sync}: skipped: {why}");
+            }
+            for f in &done.failures {
                 eprintln!("error: {f}");
             }
-            Ok(if failures.is_empty() {
-                ExitCode::SUCCESS
-            } else {
+            Ok(if !done.failures.is_empty() {
                 ExitCode::from(1)
+            } else if fail_if_busy && !done.skipped.is_empty() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
             })
         }
         Command::Status { json } => {
-            let e = engine(&cli.config).await?;
+            let e = engine(&cli.config, "puente status").await?;
             output::status(&e, json).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -283,7 +341,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             format,
             limit,
         } => {
-            let e = engine(&cli.config).await?;
+            let e = engine(&cli.config, "puente records").await?;
             if let Some(s) = &sync {
                 if e.config.sync(s).is_none() {
                     bail!("no sync named {s}; syncs are: {}", names_of(&e));
@@ -300,7 +358,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 })
                 .await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&rows)?),
                 Format::Csv => output::records_csv(&rows, std::io::stdout())?,
                 Format::Table => output::records_table(&rows),
             }
@@ -311,7 +369,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             side,
             dry_run,
         } => {
-            let e = engine(&cli.config).await?;
+            let e = engine(&cli.config, "puente restore").await?;
             let def = e
                 .config
                 .sync(&sync)
@@ -320,17 +378,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let side = Side::parse(&side).expect("clap checked");
             let r = e.restore(&def, side, dry_run).await?;
             if dry_run {
-                println!("{} record(s) would be recreated on {side}:", r.plan.len());
+                outln!("{} record(s) would be recreated on {side}:", r.plan.len());
                 for line in &r.plan {
-                    println!("  {line}");
+                    outln!("  {line}");
                 }
             } else {
-                println!("restored {} record(s) on {side}", r.restored.len());
+                outln!("restored {} record(s) on {side}", r.restored.len());
                 for (old, new) in &r.restored {
-                    println!("  {side}:{old} → {side}:{new}");
+                    outln!("  {side}:{old} → {side}:{new}");
                 }
                 for (old, why) in &r.failed {
-                    println!("  failed {side}:{old}: {why}");
+                    outln!("  failed {side}:{old}: {why}");
                 }
             }
             Ok(if r.failed.is_empty() {
@@ -345,12 +403,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             all,
             json,
         } => {
-            let e = engine(&cli.config).await?;
+            let e = engine(&cli.config, "puente conflicts").await?;
             match action {
                 None => {
                     let rows = e.state.conflicts(sync.as_deref(), !all).await?;
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                        outln!("{}", serde_json::to_string_pretty(&rows)?);
                     } else {
                         output::conflicts_table(&rows);
                     }
@@ -360,10 +418,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         .state
                         .resolve_conflict(id, &Resolution::from_choice(&take))
                         .await?;
-                    println!("conflict {id} settled; applying it with a run of {sync_name}");
-                    let (reports, failures) = crate::sync(&e, &[sync_name], false, false).await?;
-                    output::print_reports(&reports);
-                    if let Some(f) = failures.first() {
+                    outln!("conflict {id} settled; applying it with a run of {sync_name}");
+                    let done = crate::sync(&e, &[sync_name], false, false, Duration::from_secs(60))
+                        .await?;
+                    output::print_reports(&done.reports);
+                    for (sync, why) in &done.skipped {
+                        outln!("sync {sync} was not run now ({why}); the settled conflict is applied by its next pass");
+                    }
+                    if let Some(f) = done.failures.first() {
                         bail!("{f}");
                     }
                 }
@@ -371,9 +433,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Runs { sync, limit } => {
-            let e = engine(&cli.config).await?;
+            let e = engine(&cli.config, "puente runs").await?;
             for r in e.state.runs(sync.as_deref(), limit).await? {
-                println!(
+                outln!(
                     "#{:<5} {:<16} {:<8} {}  {}",
                     r.id,
                     r.sync,
@@ -417,14 +479,25 @@ fn names_of(e: &Engine) -> String {
         .join(", ")
 }
 
+/// What `sync` did: a report per sync run, the syncs skipped because
+/// another process was running them (with who), and the failures.
+#[derive(Default)]
+pub struct Synced {
+    pub reports: Vec<puente_engine::SyncReport>,
+    pub skipped: Vec<(String, String)>,
+    pub failures: Vec<String>,
+}
+
 /// Runs the named syncs (or all enabled) in dependency order, with a
-/// progress bar on a terminal for runs longer than a second.
+/// progress bar on a terminal for runs longer than a second. A sync that
+/// another process is running is waited for up to `wait`, then skipped.
 pub async fn sync(
     e: &Engine,
     names: &[String],
     dry_run: bool,
     full: bool,
-) -> Result<(Vec<puente_engine::SyncReport>, Vec<String>)> {
+    wait: Duration,
+) -> Result<Synced> {
     for n in names {
         if e.config.sync(n).is_none() {
             bail!("no sync named {n}; syncs are: {}", names_of(e));
@@ -480,19 +553,22 @@ pub async fn sync(
         };
         b.set_message(msg);
     });
-    let mut reports = Vec::new();
-    let mut failures = Vec::new();
+    let mut done = Synced::default();
     for def in defs {
         let opts = RunOptions {
             dry_run,
             full,
             progress: Some(progress.clone()),
+            wait,
         };
         match e.run(&def, &opts).await {
-            Ok(r) => reports.push(r),
-            Err(err) => failures.push(format!("sync {}: {err}", def.name)),
+            Ok(r) => done.reports.push(r),
+            Err(puente_engine::EngineError::Busy { holder, .. }) => done
+                .skipped
+                .push((def.name.clone(), format!("a pass is running in {holder}"))),
+            Err(err) => done.failures.push(format!("sync {}: {err}", def.name)),
         }
     }
     bar.finish_and_clear();
-    Ok((reports, failures))
+    Ok(done)
 }

@@ -1,8 +1,28 @@
 //! Human and machine output of the CLI.
 
+use std::io::Write;
+
 use anyhow::Result;
 use puente_engine::{Engine, SyncReport};
 use puente_state::{ConflictRow, RecordRow};
+
+/// Writes one line to stdout (`outln!`). A reader that went away (a closed
+/// pipe) ends the program quietly: what was asked is done, and nobody is
+/// left to read the rest.
+pub fn line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        quit_on_closed_pipe(&e);
+        panic!("cannot write to stdout: {e}");
+    }
+}
+
+/// Ends the program quietly when `e` is a closed pipe.
+pub fn quit_on_closed_pipe(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+}
 
 pub fn print_reports(reports: &[SyncReport]) {
     for r in reports {
@@ -11,14 +31,18 @@ pub fn print_reports(reports: &[SyncReport]) {
         } else {
             ""
         };
-        println!("sync {}{mode} in {:.2}s", r.name, r.seconds);
+        outln!("sync {}{mode} in {:.2}s", r.name, r.seconds);
         for (side, c) in [("a", &r.a), ("b", &r.b)] {
-            println!(
+            outln!(
                 "  {side}: read {:>7}  created {:>6}  updated {:>6}  deleted {:>5}  failed {:>5}",
-                c.read, c.created, c.updated, c.deleted, c.failed
+                c.read,
+                c.created,
+                c.updated,
+                c.deleted,
+                c.failed
             );
         }
-        println!(
+        outln!(
             "  excluded {}  conflicts {}  waiting {}  echoes suppressed {}{}",
             r.excluded,
             r.conflicts,
@@ -32,10 +56,10 @@ pub fn print_reports(reports: &[SyncReport]) {
         );
         if let Some(plan) = &r.plan {
             if plan.is_empty() {
-                println!("  nothing to do");
+                outln!("  nothing to do");
             }
             for line in plan.lines() {
-                println!("  {line}");
+                outln!("  {line}");
             }
         }
     }
@@ -46,6 +70,7 @@ pub async fn status(e: &Engine, json: bool) -> Result<()> {
     for def in &e.config.syncs {
         let c = e.state.status_counts(&def.name).await?;
         let last = e.state.runs(Some(&def.name), 1).await?.into_iter().next();
+        let holder = e.state.lease_holder(&def.name).await?;
         out.push(serde_json::json!({
             "name": def.name,
             "enabled": def.enabled,
@@ -58,17 +83,18 @@ pub async fn status(e: &Engine, json: bool) -> Result<()> {
             "total": c.total(),
             "failures_by_category": c.failures_by_category,
             "last_run": last.map(|r| serde_json::json!({"id": r.id, "status": r.status, "started_at": r.started_at, "finished_at": r.finished_at, "error": r.error})),
+            "held_by": holder.map(|h| serde_json::json!({"host": h.host, "pid": h.pid, "command": h.command, "started_at": h.started_at, "expires_at": h.expires_at, "text": h.to_string()})),
         }));
     }
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "syncs": out }))?
         );
         return Ok(());
     }
     for s in &out {
-        println!(
+        outln!(
             "{:<20} in sync {:>7}  failed {:>5}  excluded {:>5}  deleted {:>5}  waiting {:>5}",
             s["name"].as_str().unwrap_or(""),
             s["in_sync"],
@@ -82,12 +108,15 @@ pub async fn status(e: &Engine, json: bool) -> Result<()> {
                 let hint = puente_core::FailureCategory::parse(cat)
                     .map(|c| c.default_hint())
                     .unwrap_or("");
-                println!("    {cat}: {n} — {hint}");
+                outln!("    {cat}: {n} — {hint}");
             }
         }
+        if let Some(h) = s["held_by"]["text"].as_str() {
+            outln!("    running now in {h}");
+        }
         match &s["last_run"] {
-            serde_json::Value::Null => println!("    never run"),
-            r => println!(
+            serde_json::Value::Null => outln!("    never run"),
+            r => outln!(
                 "    last run #{} {} at {}",
                 r["id"],
                 r["status"].as_str().unwrap_or(""),
@@ -99,9 +128,13 @@ pub async fn status(e: &Engine, json: bool) -> Result<()> {
 }
 
 pub fn records_table(rows: &[RecordRow]) {
-    println!(
+    outln!(
         "{:<16} {:<10} {:<14} {:<14} {:<13} detail",
-        "sync", "status", "a", "b", "category"
+        "sync",
+        "status",
+        "a",
+        "b",
+        "category"
     );
     for r in rows {
         let detail = match (&r.reason, &r.hint) {
@@ -113,7 +146,7 @@ pub fn records_table(rows: &[RecordRow]) {
                 .map(|d| format!("deleted on {d}"))
                 .unwrap_or_default(),
         };
-        println!(
+        outln!(
             "{:<16} {:<10} {:<14} {:<14} {:<13} {detail}",
             r.sync,
             r.status,
@@ -122,7 +155,7 @@ pub fn records_table(rows: &[RecordRow]) {
             r.category.as_deref().unwrap_or("")
         );
     }
-    println!("{} record(s)", rows.len());
+    outln!("{} record(s)", rows.len());
 }
 
 pub fn records_csv(rows: &[RecordRow], w: impl std::io::Write) -> Result<()> {
@@ -137,11 +170,11 @@ pub fn records_csv(rows: &[RecordRow], w: impl std::io::Write) -> Result<()> {
 
 pub fn conflicts_table(rows: &[ConflictRow]) {
     if rows.is_empty() {
-        println!("no open conflicts");
+        outln!("no open conflicts");
         return;
     }
     for c in rows {
-        println!(
+        outln!(
             "#{} {} a:{} ↔ b:{}  {} / {}: a={} b={}  [{}]",
             c.id,
             c.sync,
@@ -154,5 +187,5 @@ pub fn conflicts_table(rows: &[ConflictRow]) {
             c.state
         );
     }
-    println!("settle one with: puente conflicts resolve ID --take a|b|VALUE");
+    outln!("settle one with: puente conflicts resolve ID --take a|b|VALUE");
 }

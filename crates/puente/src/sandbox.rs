@@ -70,21 +70,27 @@ pub async fn hubspot(a: HubspotArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", a.listen))?;
     let running = Running::on(listener, opts).await.map_err(|e| anyhow!(e))?;
     let o = &running.sandbox.opts;
-    println!("HubSpot sandbox on {}", running.url);
-    println!("  private-app token: {}", o.tokens.join(", "));
-    println!(
+    outln!("HubSpot sandbox on {}", running.url);
+    outln!("  private-app token: {}", o.tokens.join(", "));
+    outln!(
         "  OAuth: client_id {} · authorize at {}/oauth/authorize",
-        o.client_id, running.url
+        o.client_id,
+        running.url
     );
-    println!(
+    outln!(
         "  webhooks: app {} · developer key {} · PUT {}/webhooks/v3/{}/settings",
-        o.app_id, o.developer_key, running.url, o.app_id
+        o.app_id,
+        o.developer_key,
+        running.url,
+        o.app_id
     );
-    println!(
+    outln!(
         "  limits: {}/10s per app, {}/day, search {}/s",
-        o.rate_limit_per_10s, o.daily_limit, o.search_per_sec
+        o.rate_limit_per_10s,
+        o.daily_limit,
+        o.search_per_sec
     );
-    println!("Ctrl-C to stop.");
+    outln!("Ctrl-C to stop.");
     tokio::signal::ctrl_c().await.ok();
     running.stop().await;
     Ok(ExitCode::SUCCESS)

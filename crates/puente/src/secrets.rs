@@ -32,7 +32,7 @@ pub enum Action {
 
 pub async fn run(config_path: &Path, action: Action) -> Result<()> {
     if let Action::Keygen = action {
-        println!("{}", SecretKey::generate().encode());
+        outln!("{}", SecretKey::generate().encode());
         return Ok(());
     }
     let src = std::fs::read_to_string(config_path)
@@ -64,26 +64,26 @@ pub async fn run(config_path: &Path, action: Action) -> Result<()> {
                 bail!("no value for {name} on standard input\n  fix: printf %s \"$VALUE\" | puente secrets set {name}");
             }
             store.put_secret(&name, value, &key).await?;
-            println!("sealed {name} with key {}", key.id());
+            outln!("sealed {name} with key {}", key.id());
         }
         Action::List => {
             let rows = store.secret_names().await?;
             if rows.is_empty() {
-                println!("the vault is empty");
+                outln!("the vault is empty");
             }
             for r in rows {
                 let mark = match &key {
                     Some(k) if k.id() != r.key_id => "  (not the current key)",
                     _ => "",
                 };
-                println!("{:<32} key {}  {}{mark}", r.name, r.key_id, r.updated_at);
+                outln!("{:<32} key {}  {}{mark}", r.name, r.key_id, r.updated_at);
             }
         }
         Action::Rm { name } => {
             if !store.delete_secret(&name).await? {
                 bail!("the vault holds no secret named {name:?}");
             }
-            println!("removed {name}");
+            outln!("removed {name}");
         }
         Action::Rotate { new_key_file } => {
             let old = need_key()?;
@@ -92,7 +92,7 @@ pub async fn run(config_path: &Path, action: Action) -> Result<()> {
             let new =
                 SecretKey::parse(&text).map_err(|e| anyhow!("{}: {e}", new_key_file.display()))?;
             let moved = store.rotate_secrets(&old, &new).await?;
-            println!(
+            outln!(
                 "re-sealed {moved} secrets from key {} to key {}\n  next: point {} (or [state] key) at {}",
                 old.id(),
                 new.id(),

@@ -65,16 +65,16 @@ pub async fn run(cfg: Config, listen: Option<String>) -> Result<ExitCode> {
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let (token, generated) = admin_token(&cfg)?;
     let opts = options(&cfg, token.clone());
-    let engine = Arc::new(Engine::open(cfg).await?);
+    let engine = Arc::new(Engine::open(cfg).await?.with_command("puente serve"));
     let app = puente_server::app(engine.clone(), opts).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    println!("puente serve: dashboard and API on http://{addr}/");
-    println!("  webhooks: POST http://{addr}/webhooks/<connection>");
+    outln!("puente serve: dashboard and API on http://{addr}/");
+    outln!("  webhooks: POST http://{addr}/webhooks/<connection>");
     if generated {
-        println!("  admin token (this run only; set [serve] admin_token to keep one): {token}");
+        outln!("  admin token (this run only; set [serve] admin_token to keep one): {token}");
     }
     let syncs: Vec<_> = engine
         .config
@@ -83,9 +83,9 @@ pub async fn run(cfg: Config, listen: Option<String>) -> Result<ExitCode> {
         .filter(|s| s.enabled)
         .map(|s| s.name.as_str())
         .collect();
-    println!("  running: {}", syncs.join(", "));
+    outln!("  running: {}", syncs.join(", "));
     puente_server::serve(listener, app, shutdown_signal()).await?;
     engine.state.close().await;
-    println!("stopped");
+    outln!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -120,7 +120,7 @@ async fn a_gradual_exchange_keeps_to_its_window_and_budget() {
     assert_eq!(pg.count("SELECT COUNT(*) AS x FROM people").await, 300);
     let spent = e
         .state
-        .cursor("contacts", "backfill_spent")
+        .marker("contacts", puente_state::Marker::BackfillSpent)
         .await
         .unwrap()
         .unwrap();

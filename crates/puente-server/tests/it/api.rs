@@ -254,7 +254,10 @@ async fn every_action_endpoint_does_what_it_says() {
     // Pause: nothing runs, even when a webhook arrives.
     let (code, v) = s.api(Method::POST, "/api/syncs/contacts/pause", None).await;
     assert_eq!((code, v["paused"].as_bool()), (200, Some(true)));
-    let runs_before = s.api(Method::GET, "/api/syncs/contacts", None).await.1["state"]["runs"]
+    // A pass already under way when the pause came finishes first.
+    let runs_before = s
+        .wait_for(Duration::from_secs(20), |v| v["state"]["running"] == false)
+        .await["state"]["runs"]
         .as_u64()
         .unwrap();
     let ann = s.hubspot_id("user1@example.com").await;

@@ -1,8 +1,13 @@
 //! The same state-store suite on SQLite and on PostgreSQL.
 
 use puente_core::{Failure, FailureCategory, Fields, Side, Value};
-use puente_plan::{ConflictNote, Entry, FieldChange, Resolution, Status};
-use puente_state::{Commit, EntryWrite, Intent, RecordFilter, SecretKey, StateStore};
+use std::time::Duration;
+
+use puente_plan::{ConflictNote, Entry, Exclusion, FieldChange, Resolution, Status, Wait};
+use puente_state::{
+    Acquired, Commit, EntryWrite, Holder, Intent, Marker, RecordFilter, Revisit, SecretKey,
+    StateError, StateStore,
+};
 use puente_testkit::{Server, TempSqlite, TestDb};
 
 fn fields(pairs: &[(&str, &str)]) -> Fields {
@@ -63,17 +68,33 @@ async fn suite(store: StateStore) {
     c.entries.push(fw);
     let mut excl = Entry::new(0);
     excl.b_id = Some("bx".into());
-    excl.status = Status::Excluded("no match key".into());
+    excl.status = Status::Excluded(Exclusion::NoMatchKey(
+        "no match key: field email is empty on b".into(),
+    ));
     c.entries.push(write(excl));
-    c.cursors
-        .push(("a".into(), serde_json::json!({"v": "2026-01-01T00:00:00Z"})));
+    c.cursors.push((
+        Marker::Cursor(Side::A),
+        serde_json::json!({"v": "2026-01-01T00:00:00Z"}),
+    ));
     store.commit(&c).await.unwrap();
 
     assert_eq!(
-        store.cursor("s", "a").await.unwrap(),
+        store.marker("s", Marker::Cursor(Side::A)).await.unwrap(),
         Some(serde_json::json!({"v": "2026-01-01T00:00:00Z"}))
     );
-    assert_eq!(store.cursor("s", "b").await.unwrap(), None);
+    assert_eq!(
+        store.marker("s", Marker::Cursor(Side::B)).await.unwrap(),
+        None
+    );
+    let excluded = store
+        .entries_by_ids("s", Side::B, &["bx".into()])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&excluded[0].status, Status::Excluded(Exclusion::NoMatchKey(m)) if m.contains("email")),
+        "the reason comes back typed: {:?}",
+        excluded[0].status
+    );
 
     let got = store
         .entries_by_ids("s", Side::A, &["a7".into(), "zz".into()])
@@ -97,7 +118,7 @@ async fn suite(store: StateStore) {
     );
     assert_eq!(counts.failures_by_category.get("mapping"), Some(&1));
     assert_eq!(counts.total(), 1002);
-    let revisit = store.entries_to_revisit("s").await.unwrap();
+    let revisit = revisits(&store, None).await;
     assert_eq!(revisit.len(), 1);
     assert_eq!(revisit[0].a_id.as_deref(), Some("af"));
 
@@ -157,7 +178,7 @@ async fn suite(store: StateStore) {
         .resolve_conflict(open[0].id, &Resolution::Take(Side::B))
         .await
         .is_err());
-    let revisit = store.entries_to_revisit("s").await.unwrap();
+    let revisit = revisits(&store, None).await;
     let e = revisit
         .iter()
         .find(|e| e.a_id.as_deref() == Some("a7"))
@@ -181,7 +202,7 @@ async fn suite(store: StateStore) {
         key_source: Some("new@x.com".into()),
         key_target: None,
     }];
-    let batch = store.add_intents(&intents).await.unwrap();
+    let batch = store.add_intents(&intents, None).await.unwrap();
     let mut pending = store.pending_intents("s").await.unwrap();
     assert_eq!(pending.len(), 1);
     pending[0].id = 0;
@@ -242,6 +263,267 @@ async fn suite(store: StateStore) {
     let runs = store.runs(Some("s"), 10).await.unwrap();
     assert_eq!(runs[0].status, "ok");
     assert!(store.integrity_problems().await.unwrap().is_empty());
+}
+
+/// Every entry of sync `s` to revisit, read a page of 2 at a time (so the
+/// paging itself is exercised).
+async fn revisits(store: &StateStore, only: Option<&'static str>) -> Vec<Entry> {
+    let mut page = Revisit {
+        after: 0,
+        before: puente_state::now(),
+        only,
+        skip: None,
+    };
+    let mut out = Vec::new();
+    loop {
+        let got = store.revisit_page("s", &page, 2).await.unwrap();
+        assert!(got.len() <= 2);
+        let Some(last) = got.last() else { return out };
+        page.after = last.id;
+        out.extend(got);
+    }
+}
+
+/// Waiting entries are told apart by their reason, and a page of revisits
+/// leaves out what this pass already wrote.
+async fn revisit_pages(store: &StateStore) {
+    let run = store.start_run("r", false).await.unwrap();
+    let waiting = |id: &str, why: Wait| {
+        let mut e = Entry::new(0);
+        e.a_id = Some(id.into());
+        e.status = Status::Waiting(why);
+        write(e)
+    };
+    let commit = |entries: Vec<EntryWrite>| Commit {
+        sync: "r".into(),
+        run_id: run,
+        entries,
+        ..Commit::default()
+    };
+    store
+        .commit(&commit(vec![
+            waiting("held1", Wait::Backfill),
+            waiting("parent1", Wait::Parent("waiting on companies a:7".into())),
+            waiting("held2", Wait::Backfill),
+            waiting("match1", Wait::Matching),
+        ]))
+        .await
+        .unwrap();
+    let page = |only, skip, before: String| Revisit {
+        after: 0,
+        before,
+        only,
+        skip,
+    };
+    let ids = |v: Vec<Entry>| -> Vec<String> { v.into_iter().filter_map(|e| e.a_id).collect() };
+    let all = store
+        .revisit_page("r", &page(None, None, puente_state::now()), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(all.clone()), ["held1", "parent1", "held2", "match1"]);
+    assert_eq!(all[0].status, Status::Waiting(Wait::Backfill));
+    assert_eq!(all[3].status, Status::Waiting(Wait::Matching));
+    let held = store
+        .revisit_page("r", &page(Some("backfill"), None, puente_state::now()), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(held), ["held1", "held2"]);
+    let rest = store
+        .revisit_page("r", &page(None, Some("backfill"), puente_state::now()), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(rest), ["parent1", "match1"]);
+    // Written since the pass began: not revisited by it.
+    let before = puente_state::now();
+    let mut again = store
+        .entries_by_ids("r", Side::A, &["parent1".into()])
+        .await
+        .unwrap();
+    again[0].status = Status::Waiting(Wait::Parent("waiting on companies a:8".into()));
+    store
+        .commit(&commit(vec![write(again.remove(0))]))
+        .await
+        .unwrap();
+    let rest = store
+        .revisit_page("r", &page(None, Some("backfill"), before), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(rest), ["match1"]);
+}
+
+/// One pass at a time across processes: a live lease is nobody else's, an
+/// expired one is taken over, and a pass that lost its lease can record
+/// nothing more.
+async fn leases(store: &StateStore) {
+    let cron = Holder {
+        host: "host1".into(),
+        pid: 101,
+        command: "puente sync".into(),
+        node: Some("boot-1/pid:[1]".into()),
+        pid_start: Some(5_000),
+    };
+    let serve = Holder {
+        host: "host2".into(),
+        pid: 202,
+        command: "puente serve".into(),
+        node: None,
+        pid_start: None,
+    };
+    let ttl = Duration::from_millis(800);
+    let Acquired::Taken(first) = store.acquire_lease("l", &cron, ttl).await.unwrap() else {
+        panic!("a free sync is taken")
+    };
+    // Another holder finds it held, and by whom.
+    match store.acquire_lease("l", &serve, ttl).await.unwrap() {
+        Acquired::Held(row) => {
+            assert_eq!((row.host.as_str(), row.pid), ("host1", 101));
+            assert_eq!(row.command, "puente sync");
+            assert!(
+                row.to_string()
+                    .starts_with("`puente sync` (pid 101 on host1) since "),
+                "{row}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Other syncs are free.
+    assert!(matches!(
+        store.acquire_lease("other", &serve, ttl).await.unwrap(),
+        Acquired::Taken(_)
+    ));
+    // A holder known dead (by another process on its machine) is taken
+    // over at once, but only the lease that was seen: not a newer one.
+    assert!(matches!(
+        store.acquire_lease("dead", &cron, ttl).await.unwrap(),
+        Acquired::Taken(_)
+    ));
+    let Acquired::Held(row) = store.acquire_lease("dead", &serve, ttl).await.unwrap() else {
+        panic!("held by cron")
+    };
+    assert_eq!(
+        (row.node.as_deref(), row.pid_start),
+        (Some("boot-1/pid:[1]"), Some(5_000))
+    );
+    assert!(matches!(
+        store.take_over_lease(&row, &serve, ttl).await.unwrap(),
+        Acquired::Taken(_)
+    ));
+    assert!(
+        matches!(
+            store.take_over_lease(&row, &cron, ttl).await.unwrap(),
+            Acquired::Held(r) if r.pid == 202
+        ),
+        "a stale view of the lease takes nothing"
+    );
+    let holders = store.leases().await.unwrap();
+    assert_eq!(holders.len(), 3);
+    assert_eq!(store.lease_holder("l").await.unwrap().unwrap().pid, 101);
+    // Renewed while the pass runs: still held after the first ttl.
+    for _ in 0..3 {
+        tokio::time::sleep(ttl / 3).await;
+        assert!(store.renew_lease(&first).await.unwrap());
+    }
+    assert!(matches!(
+        store.acquire_lease("l", &serve, ttl).await.unwrap(),
+        Acquired::Held(_)
+    ));
+    // A commit fenced by a live lease goes through.
+    let run = store.start_run("l", false).await.unwrap();
+    let fenced = |lease| Commit {
+        sync: "l".into(),
+        run_id: run,
+        cursors: vec![(Marker::Cursor(Side::A), serde_json::json!(1))],
+        lease: Some(lease),
+        ..Commit::default()
+    };
+    store.commit(&fenced(first.clone())).await.unwrap();
+    // The holder stalls past its expiry (as a killed process would): the
+    // lease lapses, the next holder takes the sync over, and the run left
+    // running is marked interrupted.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert!(
+        store.lease_holder("l").await.unwrap().is_none(),
+        "an expired lease is nobody's"
+    );
+    let Acquired::Taken(second) = store.acquire_lease("l", &serve, ttl).await.unwrap() else {
+        panic!("an expired lease is taken over")
+    };
+    let runs = store.runs(Some("l"), 1).await.unwrap();
+    assert_eq!(runs[0].status, "interrupted");
+    // The stalled holder wakes: it can neither commit nor announce creates.
+    let err = store.commit(&fenced(first.clone())).await.unwrap_err();
+    assert!(matches!(err, StateError::LeaseLost { .. }), "{err}");
+    assert!(err.to_string().contains("lost its lease"), "{err}");
+    assert!(!store.renew_lease(&first).await.unwrap());
+    let intent = Intent {
+        id: 0,
+        sync: "l".into(),
+        side: Side::B,
+        entry_id: None,
+        source_id: "a1".into(),
+        conditions: vec![],
+        seen_source: None,
+        payload: Fields::new(),
+        key_source: None,
+        key_target: None,
+    };
+    assert!(matches!(
+        store
+            .add_intents(std::slice::from_ref(&intent), Some(&first))
+            .await,
+        Err(StateError::LeaseLost { .. })
+    ));
+    assert!(store.pending_intents("l").await.unwrap().is_empty());
+    store.add_intents(&[intent], Some(&second)).await.unwrap();
+    // Releasing someone else's lease does nothing; one's own frees the sync.
+    store.release_lease(&first).await.unwrap();
+    assert_eq!(store.lease_holder("l").await.unwrap().unwrap().pid, 202);
+    store.release_lease(&second).await.unwrap();
+    assert!(store.lease_holder("l").await.unwrap().is_none());
+    assert!(matches!(
+        store.acquire_lease("l", &cron, ttl).await.unwrap(),
+        Acquired::Taken(_)
+    ));
+}
+
+#[tokio::test]
+async fn leases_on_sqlite_and_postgres() {
+    let tmp = TempSqlite::new("leases");
+    let db = TestDb::create(Server::Postgres, "leases").await;
+    for url in [&tmp.url, &db.url] {
+        let store = StateStore::open(url).await.unwrap();
+        leases(&store).await;
+        revisit_pages(&store).await;
+    }
+}
+
+/// Two processes race for one sync on PostgreSQL: exactly one wins.
+#[tokio::test]
+async fn racing_holders_get_one_lease() {
+    let db = TestDb::create(Server::Postgres, "lease-race").await;
+    let a = StateStore::open(&db.url).await.unwrap();
+    let b = StateStore::open(&db.url).await.unwrap();
+    for round in 0..20 {
+        let sync = format!("race{round}");
+        let holder = |pid| Holder {
+            host: "h".into(),
+            pid,
+            command: "puente sync".into(),
+            node: None,
+            pid_start: None,
+        };
+        let ttl = Duration::from_secs(30);
+        let (h1, h2) = (holder(1), holder(2));
+        let (x, y) = tokio::join!(
+            a.acquire_lease(&sync, &h1, ttl),
+            b.acquire_lease(&sync, &h2, ttl)
+        );
+        let taken = [x.unwrap(), y.unwrap()]
+            .iter()
+            .filter(|r| matches!(r, Acquired::Taken(_)))
+            .count();
+        assert_eq!(taken, 1, "round {round}");
+    }
 }
 
 #[tokio::test]
@@ -379,17 +661,108 @@ async fn a_version_1_store_is_upgraded_with_a_vault() {
     StateStore::open(&tmp.url).await.unwrap().close().await;
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&tmp.url).await.unwrap();
-    sqlx::query("DROP TABLE secrets")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE puente_meta SET value = '1' WHERE key = 'schema_version'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    // What versions 2 to 4 added goes: this is a version 1 store.
+    for q in [
+        "DROP TABLE secrets",
+        "DROP TABLE leases",
+        "DROP INDEX entries_revisit",
+        "ALTER TABLE entries DROP COLUMN reason_code",
+        "UPDATE puente_meta SET value = '1' WHERE key = 'schema_version'",
+    ] {
+        sqlx::query(q).execute(&pool).await.unwrap();
+    }
     pool.close().await;
     let store = StateStore::open(&tmp.url).await.unwrap();
     let key = SecretKey::generate();
     store.put_secret("t", "v", &key).await.unwrap();
     assert_eq!(store.secret("t", &key).await.unwrap().as_deref(), Some("v"));
+}
+
+#[tokio::test]
+async fn a_version_3_store_gets_typed_reasons() {
+    let tmp = TempSqlite::new("state-v3");
+    StateStore::open(&tmp.url).await.unwrap().close().await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&tmp.url).await.unwrap();
+    for q in [
+        "DROP INDEX entries_revisit",
+        "ALTER TABLE entries DROP COLUMN reason_code",
+        "UPDATE puente_meta SET value = '3' WHERE key = 'schema_version'",
+    ] {
+        sqlx::query(q).execute(&pool).await.unwrap();
+    }
+    // Entries as version 3 wrote them: the reason told only by its text.
+    let rows = [
+        (
+            "h",
+            "waiting",
+            "backfill: created once both sides are read in full",
+            None,
+        ),
+        (
+            "m",
+            "waiting",
+            "matching: compared with every a record before it is created there",
+            None,
+        ),
+        ("c", "waiting", "conflict decision on field stage", None),
+        ("p", "waiting", "waiting on companies a:9", None),
+        (
+            "f",
+            "excluded",
+            "filter: a record does not satisfy \"x\"",
+            None,
+        ),
+        (
+            "k",
+            "excluded",
+            "ambiguous match key \"x@y.z\": 2 records on b share it",
+            None,
+        ),
+        (
+            "g",
+            "excluded",
+            "merged",
+            Some("a record g was merged into h, which is linked to another record"),
+        ),
+    ];
+    for (id, status, reason, message) in rows {
+        sqlx::query(
+            "INSERT INTO entries (sync, a_id, status, reason, message, updated_at) VALUES ('s', ?, ?, ?, ?, '2026-01-01T00:00:00Z')",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(reason)
+        .bind(message)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+    let store = StateStore::open(&tmp.url).await.unwrap();
+    let ids: Vec<String> = ["h", "m", "c", "p", "f", "k", "g"]
+        .map(String::from)
+        .to_vec();
+    let mut got = store.entries_by_ids("s", Side::A, &ids).await.unwrap();
+    got.sort_by_key(|e| e.id);
+    let statuses: Vec<Status> = got.into_iter().map(|e| e.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            Status::Waiting(Wait::Backfill),
+            Status::Waiting(Wait::Matching),
+            Status::Waiting(Wait::Conflict("conflict decision on field stage".into())),
+            Status::Waiting(Wait::Parent("waiting on companies a:9".into())),
+            Status::Excluded(Exclusion::Filter(
+                "filter: a record does not satisfy \"x\"".into()
+            )),
+            Status::Excluded(Exclusion::Ambiguous(
+                "ambiguous match key \"x@y.z\": 2 records on b share it".into()
+            )),
+            Status::Excluded(Exclusion::Merged(
+                "a record g was merged into h, which is linked to another record".into()
+            )),
+        ]
+    );
+    assert_eq!(revisits(&store, Some("backfill")).await.len(), 1);
 }

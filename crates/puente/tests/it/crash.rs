@@ -28,6 +28,8 @@ fn write_config(dir: &Path, a: &Db, b: &Db) -> std::path::PathBuf {
             r#"
 [state]
 url = "sqlite://state.db"
+# A killed run's lease lapses within a second (the next run waits for it).
+lease_secs = 1
 [connections.left]
 kind = "{}"
 url = "{}"
@@ -89,6 +91,9 @@ pub fn sync(config: &Path, kill_after: Option<Duration>) -> (Duration, bool) {
     let started = Instant::now();
     let mut child = Command::new(bin())
         .args(["--config", config.to_str().unwrap(), "sync", "--json"])
+        // The run killed before this one may still hold the sync's lease
+        // (for up to `lease_secs`): wait for it, and fail rather than skip.
+        .args(["--wait", "20", "--fail-if-busy"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -28,6 +28,8 @@ fn write_config(dir: &Path, pg: &Db, sb: &Running) -> std::path::PathBuf {
             r#"
 [state]
 url = "sqlite://state.db"
+# A killed run's lease lapses within a second (the next run waits for it).
+lease_secs = 1
 [connections.db]
 kind = "postgres"
 url = "{}"

@@ -46,6 +46,8 @@ async fn killed_servers_lose_no_acknowledged_webhook() {
             r#"
 [state]
 url = "sqlite://state.db"
+# A killed run's lease lapses within a second (the next run waits for it).
+lease_secs = 1
 [connections.pbx]
 kind = "webhook"
 token = "{TOKEN}"

@@ -5,4 +5,6 @@ mod cli;
 mod crash;
 mod crash_hubspot;
 mod crash_webhook;
+mod leases;
+mod new_user;
 mod secrets;

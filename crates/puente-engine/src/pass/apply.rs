@@ -1,0 +1,295 @@
+//! Step 7: a plan carried out in chunks of the smaller batch size. The
+//! intents of a chunk's creates are committed first, then each side's batch
+//! is written, then one fenced transaction records the chunk: links, seen
+//! values (a create: the record the target reports; an update: the written
+//! fields as the target holds them), statuses, the change log, conflicts,
+//! and the intents it settles.
+
+use std::collections::HashMap;
+
+use puente_core::{Failure, Fields, Side, WriteOp, WriteOutcome};
+use puente_plan::{
+    key_of, mapped, seen_after_write, Entry, FieldChange, ItemPlan, Plan, PlannedWrite, Status,
+};
+use puente_state::{Commit, EntryWrite};
+use tracing::Instrument;
+
+use super::recover::new_intent;
+use super::{side_idx, Pass};
+use crate::{EngineError, Progress};
+
+/// What happened to one item of a chunk.
+#[derive(Default, Clone)]
+struct Outcome {
+    created: Vec<(Side, Fields)>,
+    changes: Vec<(Side, FieldChange)>,
+    failed: Option<Failure>,
+    /// Puente wrote to that side (a = 0, b = 1) and has not read it back.
+    echo: [bool; 2],
+}
+
+impl Pass<'_> {
+    /// Carries out a plan made from `old` entries.
+    pub(super) async fn apply(&mut self, p: Plan, old: &[Entry]) -> Result<(), EngineError> {
+        let span = tracing::debug_span!("apply", items = p.items.len());
+        self.apply_plan(p, old).instrument(span).await
+    }
+
+    async fn apply_plan(&mut self, p: Plan, old: &[Entry]) -> Result<(), EngineError> {
+        let old: HashMap<i64, &Entry> = old.iter().map(|e| (e.id, e)).collect();
+        let chunk_size = self
+            .def
+            .batch_size
+            .unwrap_or(usize::MAX)
+            .min(self.objs[0].capabilities().max_batch)
+            .min(self.objs[1].capabilities().max_batch)
+            .max(1);
+        self.report.echoes_suppressed += p.items.iter().map(|i| i.echoes as u64).sum::<u64>();
+        let echoes_seen: Vec<i64> = p
+            .items
+            .iter()
+            .filter(|i| !i.changed && i.echoes > 0)
+            .filter_map(|i| i.entry_id)
+            .collect();
+        if !echoes_seen.is_empty() {
+            self.commit(Commit {
+                echoes_seen,
+                ..Commit::default()
+            })
+            .await?;
+        }
+        let failed_before = &self.report.failed;
+        let items: Vec<ItemPlan> = p
+            .items
+            .into_iter()
+            .filter(|i| i.changed)
+            .filter(|i| !i.entry_id.is_some_and(|id| failed_before.contains(&id)))
+            .collect();
+        self.report.count_status(&items);
+        let total = items.len();
+        let mut done = 0;
+        for chunk in items.chunks(chunk_size) {
+            self.lease.check()?;
+            self.apply_chunk(chunk.to_vec(), &old).await?;
+            done += chunk.len();
+            self.progress(Progress::Applying {
+                sync: self.def.name.clone(),
+                done,
+                total,
+            });
+        }
+        Ok(())
+    }
+
+    async fn apply_chunk(
+        &mut self,
+        mut chunk: Vec<ItemPlan>,
+        old: &HashMap<i64, &Entry>,
+    ) -> Result<(), EngineError> {
+        // 1. Intents for the creates, committed before any create is sent.
+        let mut intents = Vec::new();
+        for it in &chunk {
+            for side in [Side::A, Side::B] {
+                if let Some(PlannedWrite::Create { fields }) = it.write(side) {
+                    let src = side.other();
+                    intents.push(new_intent(
+                        &self.spec,
+                        self.sync(),
+                        side,
+                        it.entry_id,
+                        (
+                            it.id(src).cloned().unwrap_or_default(),
+                            it.seen(src).cloned(),
+                            it.key(src).cloned(),
+                        ),
+                        it.key(side).cloned(),
+                        fields,
+                    ));
+                }
+            }
+        }
+        let mut intent_batches = Vec::new();
+        if !intents.is_empty() {
+            intent_batches.push(self.add_intents(&intents).await?);
+        }
+        // 2. Writes, side by side.
+        let mut outcomes = vec![Outcome::default(); chunk.len()];
+        for side in [Side::A, Side::B] {
+            self.write_side(side, &mut chunk, &mut outcomes).await?;
+        }
+        // 3. Record what happened, with the intents they settle.
+        let mut writes = Vec::new();
+        let mut drops = Vec::new();
+        for (it, outcome) in chunk.into_iter().zip(outcomes) {
+            drops.extend(it.drop_entries.iter().copied());
+            if let Some(w) = self.settle(it, outcome, old, &drops) {
+                writes.push(w);
+            }
+        }
+        self.commit(Commit {
+            drops,
+            entries: writes,
+            intent_batches,
+            ..Commit::default()
+        })
+        .await
+    }
+
+    /// Sends one side's writes of a chunk and notes each outcome.
+    async fn write_side(
+        &mut self,
+        side: Side,
+        chunk: &mut [ItemPlan],
+        outcomes: &mut [Outcome],
+    ) -> Result<(), EngineError> {
+        let mut idx = Vec::new();
+        let mut ops = Vec::new();
+        for (ix, it) in chunk.iter().enumerate() {
+            let op = match it.write(side) {
+                Some(PlannedWrite::Create { fields }) => WriteOp::Create {
+                    fields: fields.clone(),
+                },
+                Some(PlannedWrite::Update { id, changes }) => WriteOp::Update {
+                    id: id.clone(),
+                    fields: changes
+                        .iter()
+                        .map(|c| (c.field.clone(), c.new.clone()))
+                        .collect(),
+                },
+                Some(PlannedWrite::Delete { id }) => WriteOp::Delete { id: id.clone() },
+                None => continue,
+            };
+            idx.push(ix);
+            ops.push(op);
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let results = self
+            .obj(side)
+            .write(ops)
+            .await
+            .map_err(self.connector_err(side))?;
+        for (ix, result) in idx.into_iter().zip(results) {
+            let it = &mut chunk[ix];
+            let out = &mut outcomes[ix];
+            match result {
+                WriteOutcome::Written(rec) => {
+                    let seen = match it.write(side) {
+                        Some(w) => {
+                            seen_after_write(&self.spec, side, it.seen(side), w, &rec.fields)
+                        }
+                        None => mapped(&self.spec, side, &rec.fields),
+                    };
+                    match it.write(side) {
+                        Some(PlannedWrite::Create { fields }) => {
+                            out.created.push((side, fields.clone()));
+                            self.report.side(side).created += 1;
+                            let key = key_of(&self.spec, side, &rec.fields);
+                            match side {
+                                Side::A => {
+                                    it.a_id = Some(rec.id.clone());
+                                    it.key_a = key;
+                                }
+                                Side::B => {
+                                    it.b_id = Some(rec.id.clone());
+                                    it.key_b = key;
+                                }
+                            }
+                        }
+                        Some(PlannedWrite::Update { changes, .. }) => {
+                            out.changes
+                                .extend(changes.iter().map(|c| (side, c.clone())));
+                            self.report.side(side).updated += 1;
+                        }
+                        _ => {}
+                    }
+                    match side {
+                        Side::A => it.seen_a = Some(seen),
+                        Side::B => it.seen_b = Some(seen),
+                    }
+                    out.echo[side_idx(side)] = true;
+                }
+                WriteOutcome::Deleted => {
+                    self.report.side(side).deleted += 1;
+                    match side {
+                        Side::A => it.deleted_a = true,
+                        Side::B => it.deleted_b = true,
+                    }
+                }
+                WriteOutcome::Failed(f) => {
+                    self.report.side(side).failed += 1;
+                    out.failed = Some(f);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry to store for one written item: on a failure, nothing
+    /// counts as synced (seen values as they were, so the next run tries
+    /// again). `None` when the entry is dropped (merged into another).
+    fn settle(
+        &mut self,
+        mut it: ItemPlan,
+        mut out: Outcome,
+        old: &HashMap<i64, &Entry>,
+        drops: &[i64],
+    ) -> Option<EntryWrite> {
+        let prior = it.entry_id.and_then(|id| old.get(&id).copied());
+        if let Some(f) = out.failed.take() {
+            it.status = Status::Failed(f);
+            let creates = |w: &Option<PlannedWrite>| matches!(w, Some(PlannedWrite::Create { .. }));
+            match prior {
+                Some(e) => {
+                    it.seen_a = e.seen_a.clone();
+                    it.seen_b = e.seen_b.clone();
+                    if e.b_id.is_none() || e.a_id.is_none() {
+                        // an unpaired record stays unpaired
+                        if creates(&it.write_a) {
+                            it.a_id = e.a_id.clone();
+                        }
+                        if creates(&it.write_b) {
+                            it.b_id = e.b_id.clone();
+                        }
+                    }
+                }
+                None => {
+                    if creates(&it.write_a) && !out.created.iter().any(|(s, _)| *s == Side::A) {
+                        it.a_id = None;
+                        it.seen_a = None;
+                    }
+                    if creates(&it.write_b) && !out.created.iter().any(|(s, _)| *s == Side::B) {
+                        it.b_id = None;
+                        it.seen_b = None;
+                    }
+                }
+            }
+            it.conflicts.clear();
+            it.resolved.clear();
+        }
+        let failed_attempt = matches!(it.status, Status::Failed(_));
+        if let (true, Some(id)) = (failed_attempt, it.entry_id) {
+            self.report.failed.insert(id);
+        }
+        let mut e = prior.cloned().unwrap_or_else(|| Entry::new(0));
+        it.fill(&mut e);
+        [e.echo_a, e.echo_b] = out.echo;
+        if e.id != 0
+            && drops.contains(&e.id)
+            && !it.drop_entries.is_empty()
+            && it.entry_id == Some(e.id)
+        {
+            return None;
+        }
+        Some(EntryWrite {
+            id: it.entry_id,
+            entry: e,
+            changes: out.changes,
+            created: out.created,
+            conflicts: it.conflicts.clone(),
+            resolved: it.resolved.clone(),
+            failed_attempt,
+        })
+    }
+}

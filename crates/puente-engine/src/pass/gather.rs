@@ -1,0 +1,171 @@
+//! Planning a page: gather the entries its records concern (by id, and by
+//! match key for unpaired ones), read the records those entries stand for
+//! (the partners of linked pairs too, so a merge compares current values),
+//! translate parent references, and plan (pure).
+
+use std::collections::{HashMap, HashSet};
+
+use puente_core::{Record, Side, Value};
+use puente_plan::{key_of, plan, Entry, Plan, PlanInput};
+use tracing::Instrument;
+
+use super::deletes::UnrecordedDeletes;
+use super::{side_idx, Pass};
+use crate::EngineError;
+
+impl Pass<'_> {
+    /// Plans the given records. `partners`: read the other side of linked
+    /// pairs. Returns the plan and the entries it was made from.
+    pub(super) async fn plan_page(
+        &self,
+        read: [Vec<Record>; 2],
+        partners: bool,
+        unrecorded_deletes: &UnrecordedDeletes,
+    ) -> Result<(Plan, Vec<Entry>), EngineError> {
+        let span = tracing::debug_span!("plan", a = read[0].len(), b = read[1].len());
+        self.gather_and_plan(read, partners, unrecorded_deletes)
+            .instrument(span)
+            .await
+    }
+
+    async fn gather_and_plan(
+        &self,
+        mut read: [Vec<Record>; 2],
+        partners: bool,
+        unrecorded_deletes: &UnrecordedDeletes,
+    ) -> Result<(Plan, Vec<Entry>), EngineError> {
+        let sync = self.sync();
+        let state = &self.engine.state;
+        let spec = &self.spec;
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut known: HashSet<i64> = HashSet::new();
+        for side in [Side::A, Side::B] {
+            let ids: Vec<String> = read[side_idx(side)].iter().map(|r| r.id.clone()).collect();
+            for e in state.entries_by_ids(sync, side, &ids).await? {
+                if known.insert(e.id) {
+                    entries.push(e);
+                }
+            }
+        }
+        if partners {
+            for side in [Side::A, Side::B] {
+                let ids: Vec<String> = entries
+                    .iter()
+                    .filter(|e| e.live_pair())
+                    .filter_map(|e| e.id_on(side).cloned())
+                    .collect();
+                self.read_unread(&mut read, side, ids).await?;
+            }
+        }
+        if !spec.keys.is_empty() {
+            let linked: HashSet<(Side, &str)> = entries
+                .iter()
+                .filter(|e| e.live_pair())
+                .flat_map(|e| {
+                    [Side::A, Side::B]
+                        .into_iter()
+                        .filter_map(move |s| e.id_on(s).map(|id| (s, id.as_str())))
+                })
+                .collect();
+            let mut keys: Vec<String> = Vec::new();
+            for side in [Side::A, Side::B] {
+                for r in &read[side_idx(side)] {
+                    if !linked.contains(&(side, r.id.as_str())) {
+                        if let Some(k) = key_of(spec, side, &r.fields) {
+                            keys.push(k);
+                        }
+                    }
+                }
+            }
+            keys.sort();
+            keys.dedup();
+            let by_key: Vec<Entry> = state
+                .entries_by_keys(sync, &keys)
+                .await?
+                .into_iter()
+                .filter(|e| known.insert(e.id))
+                .collect();
+            // A first sight merges current values: read the records these
+            // entries stand for (seen values may be stale).
+            for side in [Side::A, Side::B] {
+                let ids: Vec<String> = by_key
+                    .iter()
+                    .filter(|e| !e.deleted_on(side))
+                    .filter_map(|e| e.id_on(side).cloned())
+                    .collect();
+                self.read_unread(&mut read, side, ids).await?;
+            }
+            entries.extend(by_key);
+        }
+
+        // Parent references, translated through the parents' links.
+        let mut refs: HashMap<(String, Side, String), String> = HashMap::new();
+        for fm in spec.fields.iter() {
+            let Some(parent) = &fm.parent else { continue };
+            for side in [Side::A, Side::B] {
+                let name = fm.name(side);
+                let mut ids: Vec<String> = read[side_idx(side)]
+                    .iter()
+                    .filter_map(|r| r.get(name).to_text())
+                    .collect();
+                ids.extend(
+                    entries
+                        .iter()
+                        .filter_map(|e| e.seen(side).and_then(|s| s.get(name)))
+                        .filter_map(Value::to_text),
+                );
+                ids.sort();
+                ids.dedup();
+                for (from, to) in state.translate_ids(parent, side, &ids).await? {
+                    refs.insert((parent.clone(), side, from), to);
+                }
+            }
+        }
+        for e in &mut entries {
+            if let Some((da, db)) = unrecorded_deletes.get(&e.id) {
+                e.deleted_a |= da;
+                e.deleted_b |= db;
+            }
+        }
+        let [ra, rb] = read;
+        let p = plan(
+            spec,
+            PlanInput {
+                a: ra,
+                b: rb,
+                entries: &entries,
+                refs: &refs,
+            },
+        );
+        Ok((p, entries))
+    }
+
+    /// Reads the records of `entries` by id on both sides (where not
+    /// deleted), then plans and applies them, holding creates if `hold`.
+    /// Returns how many records each side gave.
+    pub(super) async fn replan(
+        &mut self,
+        entries: &[Entry],
+        hold: bool,
+    ) -> Result<[u64; 2], EngineError> {
+        let mut read = [Vec::new(), Vec::new()];
+        for side in [Side::A, Side::B] {
+            let want: Vec<String> = entries
+                .iter()
+                .filter(|e| !e.deleted_on(side))
+                .filter_map(|e| e.id_on(side))
+                .cloned()
+                .collect();
+            read[side_idx(side)] = self.read_ids(side, &want).await?;
+        }
+        let counts = [read[0].len() as u64, read[1].len() as u64];
+        let (mut p, old) = self
+            .plan_page(read, true, &UnrecordedDeletes::new())
+            .await?;
+        if hold {
+            super::backfill::hold_creates(&mut p);
+        }
+        self.apply(p, &old).await?;
+        Ok(counts)
+    }
+}

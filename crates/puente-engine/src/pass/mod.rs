@@ -1,0 +1,268 @@
+//! One pass of one sync, in the steps ARCHITECTURE.md numbers: open (here),
+//! recover intents (`recover`), detect deletes (`deletes`), stream each
+//! side's changes (`stream`), revisit failed and waiting records
+//! (`revisit`), plan (`gather`) and apply (`apply`) a page at a time, commit
+//! the cursors (here). A gradual exchange's backfill is `backfill`; a dry
+//! run is `preview`. Every step works on one [`Pass`].
+
+mod apply;
+mod backfill;
+mod deletes;
+mod gather;
+mod preview;
+mod recover;
+mod revisit;
+mod stream;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use puente_core::{ConnectorError, Object, Record, Side};
+use puente_plan::SyncSpec;
+use puente_state::{Commit, Intent, Marker};
+use tracing::Instrument;
+
+pub use backfill::BackfillStatus;
+pub(crate) use recover::new_intent;
+
+use crate::lease::PassLease;
+use crate::{Engine, EngineError, Progress, RunOptions, SyncDef, SyncReport};
+
+/// A pass in progress: what every step reads and adds to.
+pub(crate) struct Pass<'e> {
+    pub engine: &'e Engine,
+    pub def: &'e SyncDef,
+    pub spec: SyncSpec,
+    pub objs: [Arc<dyn Object>; 2],
+    pub opts: &'e RunOptions,
+    /// The run's row in the history (0 for a dry run).
+    pub run_id: i64,
+    pub lease: &'e PassLease,
+    /// When the pass began (RFC 3339): what it writes is newer.
+    pub started: String,
+    pub report: SyncReport,
+    /// Cursors and markers committed last, once everything they cover is.
+    pub cursors: Vec<(Marker, serde_json::Value)>,
+}
+
+pub(crate) fn side_idx(s: Side) -> usize {
+    match s {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+pub(crate) fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Engine {
+    /// Runs one pass of a sync: holds the sync's lease for its length
+    /// (waiting up to `opts.wait` for another pass to end).
+    pub async fn run(&self, def: &SyncDef, opts: &RunOptions) -> Result<SyncReport, EngineError> {
+        let span = tracing::info_span!(
+            "sync_run",
+            sync = %def.name,
+            run_id = tracing::field::Empty,
+            dry_run = opts.dry_run,
+            full = opts.full
+        );
+        async move {
+            let lease = self.take_lease(&def.name, opts.wait).await?;
+            let result = self.run_leased(def, opts, &lease).await;
+            lease.release().await;
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_leased(
+        &self,
+        def: &SyncDef,
+        opts: &RunOptions,
+        lease: &PassLease,
+    ) -> Result<SyncReport, EngineError> {
+        let clock = Instant::now();
+        // 1. Open both objects and compile the spec; errors stop the run.
+        let open = self.open_sync(def).await?;
+        let errors: Vec<_> = open
+            .diagnostics
+            .iter()
+            .filter(|d| !d.warning)
+            .cloned()
+            .collect();
+        if !errors.is_empty() {
+            return Err(EngineError::Config(errors));
+        }
+        let run_id = if opts.dry_run {
+            0
+        } else {
+            self.state.start_run(&def.name, false).await?
+        };
+        tracing::Span::current().record("run_id", run_id);
+        let mut pass = Pass {
+            engine: self,
+            def,
+            spec: open.spec,
+            objs: [open.a, open.b],
+            opts,
+            run_id,
+            lease,
+            started: puente_state::now(),
+            report: SyncReport {
+                name: def.name.clone(),
+                dry_run: opts.dry_run,
+                ..SyncReport::default()
+            },
+            cursors: Vec::new(),
+        };
+        let result = pass.steps().await;
+        let mut report = pass.report;
+        report.seconds = clock.elapsed().as_secs_f64();
+        if !opts.dry_run {
+            let counts = serde_json::to_value(&report).unwrap_or_default();
+            let (status, err) = match &result {
+                Ok(()) => ("ok", None),
+                Err(e) => ("failed", Some(e.to_string())),
+            };
+            self.state
+                .finish_run(run_id, status, &counts, err.as_deref())
+                .await?;
+        }
+        match result {
+            Ok(()) => {
+                report.log();
+                Ok(report)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pass failed");
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Pass<'_> {
+    /// The steps, in order.
+    async fn steps(&mut self) -> Result<(), EngineError> {
+        if !self.opts.dry_run {
+            self.report.recovered_intents = self.recover_intents().await?;
+        }
+        let unrecorded_deletes = self.detect_deletes().await?;
+        if self.opts.dry_run {
+            return self.preview(unrecorded_deletes).await;
+        }
+        let mut gradual = self.gradual().await?;
+        let holding = gradual.as_ref().is_some_and(|g| g.holding());
+        let deferred = self.stream_changes(gradual.as_mut()).await?;
+        self.revisit(holding).await?;
+        self.create_deferred(&deferred, holding).await?;
+        // Every change read is applied or recorded as failed: the cursors move.
+        let finished: HashSet<Side> = [Side::A, Side::B]
+            .into_iter()
+            .filter(|s| self.cursors.iter().any(|(m, _)| *m == Marker::Cursor(*s)))
+            .collect();
+        let cursors = std::mem::take(&mut self.cursors);
+        self.commit(Commit {
+            cursors,
+            ..Commit::default()
+        })
+        .await?;
+        if let Some(g) = gradual {
+            self.end_backfill(&g, &finished).await?;
+        }
+        Ok(())
+    }
+
+    pub fn sync(&self) -> &str {
+        &self.def.name
+    }
+
+    pub fn obj(&self, side: Side) -> &Arc<dyn Object> {
+        &self.objs[side_idx(side)]
+    }
+
+    /// Maps a connector's error to the engine's, naming the connection.
+    pub fn connector_err(&self, side: Side) -> impl Fn(ConnectorError) -> EngineError + '_ {
+        move |source| EngineError::Connector {
+            connection: match side {
+                Side::A => self.def.a.connection.clone(),
+                Side::B => self.def.b.connection.clone(),
+            },
+            source,
+        }
+    }
+
+    pub fn progress(&self, p: Progress) {
+        if let Some(f) = &self.opts.progress {
+            f(p)
+        }
+    }
+
+    /// Persists one step atomically, fenced by the pass's lease.
+    pub async fn commit(&self, mut c: Commit) -> Result<(), EngineError> {
+        c.sync = self.def.name.clone();
+        c.run_id = self.run_id;
+        c.lease = Some(self.lease.lease().clone());
+        self.engine.state.commit(&c).await?;
+        Ok(())
+    }
+
+    /// Records intents (fenced), before the creates they announce are sent.
+    pub async fn add_intents(&self, intents: &[Intent]) -> Result<String, EngineError> {
+        Ok(self
+            .engine
+            .state
+            .add_intents(intents, Some(self.lease.lease()))
+            .await?)
+    }
+
+    pub async fn read_ids(&self, side: Side, ids: &[String]) -> Result<Vec<Record>, EngineError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.obj(side)
+            .read_by_ids(ids)
+            .await
+            .map_err(self.connector_err(side))
+    }
+
+    /// Adds to `read` the records of `side` with these ids that it does not
+    /// hold yet, read by id.
+    pub async fn read_unread(
+        &self,
+        read: &mut [Vec<Record>; 2],
+        side: Side,
+        ids: impl IntoIterator<Item = String>,
+    ) -> Result<(), EngineError> {
+        let have: HashSet<&str> = read[side_idx(side)].iter().map(|r| r.id.as_str()).collect();
+        let want: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !have.contains(id.as_str()))
+            .collect();
+        let more = self.read_ids(side, &want).await?;
+        read[side_idx(side)].extend(more);
+        Ok(())
+    }
+
+    /// The committed cursor of `side`, unless the pass is a full one.
+    pub async fn cursor(&self, side: Side) -> Result<Option<puente_core::Cursor>, EngineError> {
+        if self.opts.full {
+            return Ok(None);
+        }
+        Ok(self
+            .engine
+            .state
+            .marker(self.sync(), Marker::Cursor(side))
+            .await?
+            .map(puente_core::Cursor))
+    }
+
+    /// Records per page of the records the pass reads by id (revisits,
+    /// held records).
+    pub fn page_size(&self) -> usize {
+        self.def.a.spec.page_size.max(1)
+    }
+}
