@@ -3,12 +3,13 @@
 # HubSpot's Python client into .clients/venv, its Node client with npm ci.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+clients="$root/connectors/hubspot/sandbox/tests/clients"
 venv="$root/.clients/venv"
 if ! "$venv/bin/python" -c 'import hubspot' 2>/dev/null; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/connectors/hubspot/tests/clients/requirements.txt"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$clients/requirements.txt"
 fi
-node_dir="$root/connectors/hubspot/tests/clients/node"
+node_dir="$clients/node"
 if [ ! -d "$node_dir/node_modules/@hubspot/api-client" ]; then
     (cd "$node_dir" && npm ci --no-audit --no-fund --silent)
 fi

@@ -68,13 +68,13 @@ impl Descriptor {
     }
 }
 
-/// Adds one subcommand per sandbox to `cmd` (one is then required).
+/// Adds one subcommand per sandbox to `cmd`; one is then required, and
+/// without one the help is shown.
 pub fn subcommands(cmd: Command, sandboxes: &[Descriptor]) -> Command {
+    let cmd = cmd.subcommand_required(true).arg_required_else_help(true);
     sandboxes
         .iter()
-        .fold(cmd.subcommand_required(true), |cmd, d| {
-            cmd.subcommand(d.command())
-        })
+        .fold(cmd, |cmd, d| cmd.subcommand(d.command()))
 }
 
 /// The sandbox `matches` chose (the matches of the command that
@@ -102,7 +102,7 @@ mod tests {
 
     impl SandboxCommand for Echo {
         const NAME: &'static str = "echo";
-        const ABOUT: &'static str = "Says something.";
+        const ABOUT: &'static str = "Says something";
         fn run(self) -> Run {
             Box::pin(async move {
                 if self.say == "fail" {
@@ -120,7 +120,7 @@ mod tests {
         let cmd = subcommands(Command::new("sandbox"), &list);
         let help = cmd.clone().render_help().to_string();
         assert!(
-            help.contains("echo") && help.contains("Says something."),
+            help.contains("echo") && help.contains("Says something"),
             "{help}"
         );
         let m = cmd

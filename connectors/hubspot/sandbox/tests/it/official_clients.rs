@@ -6,10 +6,16 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use puente_hubspot::sandbox::{Running, SandboxOptions};
+use puente_hubspot_sandbox::{Running, SandboxOptions};
 
+/// The workspace's root (the venv lives there).
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..")
+}
+
+/// This crate's client checks.
+fn clients() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
 fn run(cmd: &mut Command, what: &str) {
@@ -47,7 +53,7 @@ async fn the_official_python_client_works_against_the_sandbox() {
     })
     .await
     .unwrap();
-    let script = root().join("connectors/hubspot/tests/clients/python_check.py");
+    let script = clients().join("python_check.py");
     let (url, token, lim) = (sb.url.clone(), sb.token().to_string(), limited.url.clone());
     tokio::task::spawn_blocking(move || {
         run(
@@ -61,7 +67,7 @@ async fn the_official_python_client_works_against_the_sandbox() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_official_node_client_works_against_the_sandbox() {
-    let dir = root().join("connectors/hubspot/tests/clients/node");
+    let dir = clients().join("node");
     assert!(
         dir.join("node_modules/@hubspot/api-client").exists(),
         "HubSpot's Node client is not installed: run scripts/clients.sh"
@@ -79,3 +85,4 @@ async fn the_official_node_client_works_against_the_sandbox() {
     .await
     .unwrap();
 }
+

@@ -1,0 +1,2 @@
+mod official_clients;
+mod sandbox;
