@@ -1,5 +1,5 @@
-//! A local HubSpot: the CRM API (objects, batch, search, properties,
-//! associations, custom object schemas),
+//! A local HubSpot: the CRM API (objects, batch, search, properties and
+//! their legacy v1/v2 listings, associations, custom object schemas),
 //! private-app and OAuth 2.0 auth, HubSpot's rate limits and their headers,
 //! webhooks signed as HubSpot signs them, and fault injection. Code written
 //! against api.hubapi.com works against it with only the base URL changed;
@@ -20,6 +20,7 @@ mod auth;
 mod cli;
 mod faults;
 mod hooks;
+mod legacy;
 mod search;
 mod seed;
 pub mod store;
@@ -338,10 +339,12 @@ impl Sandbox {
     /// The router of the whole API.
     pub fn router(self: &Arc<Sandbox>) -> Router {
         api::router(self.clone())
+            .merge(legacy::router())
             .merge(auth::router())
             .merge(hooks::router(self.clone()))
             .with_state(self.clone())
             .merge(auth::oauth_router(self))
+            .fallback(not_found)
             .layer(axum::middleware::from_fn_with_state(self.clone(), gate))
     }
 
@@ -580,6 +583,19 @@ pub(crate) fn reply(status: u16, body: J) -> Response {
 
 pub(crate) fn error_reply(e: &ApiErr) -> Response {
     reply(e.status, e.body(&correlation()))
+}
+
+/// What HubSpot answers on a path it does not serve: a 404 with its JSON
+/// error body, no category (as captured from api.hubapi.com).
+pub(crate) async fn not_found() -> Response {
+    reply(
+        404,
+        json!({
+            "status": "error",
+            "message": "resource not found",
+            "correlationId": correlation(),
+        }),
+    )
 }
 
 /// The path of everything `gate` lets through without a token.

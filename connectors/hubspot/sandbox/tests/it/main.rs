@@ -1,2 +1,3 @@
+mod legacy;
 mod official_clients;
 mod sandbox;

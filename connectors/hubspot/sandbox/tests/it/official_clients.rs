@@ -1,7 +1,9 @@
 //! The sandbox's fidelity, checked by HubSpot's own clients: the Python
 //! client (`hubspot-api-client`) and the Node client (`@hubspot/api-client`)
-//! drive a fresh sandbox with only the host changed. `scripts/clients.sh`
-//! installs them (scripts/test.sh runs it).
+//! drive a fresh sandbox with only the host changed; and hubspot3, a
+//! maintained Python client of HubSpot's legacy endpoints, lists properties
+//! through them. `scripts/clients.sh` installs them (scripts/test.sh runs
+//! it).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -86,3 +88,31 @@ async fn the_official_node_client_works_against_the_sandbox() {
     .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn hubspot3_lists_properties_through_the_legacy_endpoints() {
+    let python = root().join(".clients/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/clients.sh to install hubspot3",
+        python.display()
+    );
+    let sb = Running::start(SandboxOptions::default()).await.unwrap();
+    // A custom property, to be listed beside HubSpot's own.
+    sb.call(
+        reqwest::Method::POST,
+        "/crm/v3/properties/contacts",
+        Some(serde_json::json!({"name": "favourite_colour", "label": "Favourite colour", "type": "enumeration", "fieldType": "select", "groupName": "contactinformation", "options": [{"label": "Red", "value": "red"}, {"label": "Blue", "value": "blue"}]})),
+    )
+    .await
+    .unwrap();
+    let script = clients().join("legacy_check.py");
+    let (url, token) = (sb.url.clone(), sb.token().to_string());
+    tokio::task::spawn_blocking(move || {
+        run(
+            Command::new(python).arg(script).args([&url, &token]),
+            "the hubspot3 legacy check",
+        )
+    })
+    .await
+    .unwrap();
+}
