@@ -4,7 +4,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use puente_core::Push;
-use puente_hubspot::sandbox::sign_v3;
+use puente_hubspot_sandbox::sign_v3;
 use puente_hubspot::webhook::{verify_and_parse, WebhookError};
 
 fuzz_target!(|data: &[u8]| {

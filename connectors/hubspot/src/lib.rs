@@ -1,10 +1,10 @@
-//! HubSpot CRM: the connector (`kind = "hubspot"`) and a local sandbox of
-//! HubSpot's API for tests, the demo and offline rehearsals.
+//! HubSpot CRM: the connector (`kind = "hubspot"`). Its local sandbox is
+//! the `puente-hubspot-sandbox` crate (connectors/hubspot/sandbox), which
+//! this crate uses only in its tests.
 
 mod client;
 pub mod config;
 mod connector;
-pub mod sandbox;
 pub mod webhook;
 
 pub use client::{Auth, Settings, DEFAULT_BASE_URL};

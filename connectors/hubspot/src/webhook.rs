@@ -120,7 +120,7 @@ pub fn verify_and_parse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::sign_v3;
+    use puente_hubspot_sandbox::sign_v3;
 
     fn push(body: &str, ts: i64, sig: String) -> Push {
         Push {

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use puente_engine::{config, Engine, RunOptions};
-use puente_hubspot::sandbox::{Running, SandboxOptions};
+use puente_hubspot_sandbox::{Running, SandboxOptions};
 use puente_testkit::Db;
 
 /// The least time a rolling window of `max` requests per 10 s allows for

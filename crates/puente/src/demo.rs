@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use anyhow::{Context, Result};
 use puente_engine::Engine;
-use puente_hubspot::sandbox::{Running, SandboxOptions};
+use puente_hubspot_sandbox::{Running, SandboxOptions};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
 

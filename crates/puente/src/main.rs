@@ -19,7 +19,7 @@ mod demo;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod output;
-mod sandbox;
+mod sandboxes;
 mod secrets;
 mod serve;
 
@@ -156,10 +156,7 @@ enum Command {
         action: secrets::Action,
     },
     /// Run a local emulator of a CRM's API (for tests, rehearsals, the demo).
-    Sandbox {
-        #[command(subcommand)]
-        which: SandboxKind,
-    },
+    Sandbox(sandboxes::Choice),
     /// A self-contained tour, offline: a shop (SQLite) kept in sync with its
     /// books (SQLite) and a CRM (the HubSpot sandbox, in process), then the
     /// dashboard, live.
@@ -174,13 +171,6 @@ enum Command {
         #[arg(long)]
         no_serve: bool,
     },
-}
-
-#[derive(Subcommand)]
-enum SandboxKind {
-    /// HubSpot's CRM API: objects, batch, search, properties, associations,
-    /// OAuth, rate limits, webhooks, faults.
-    Hubspot(sandbox::HubspotArgs),
 }
 
 #[derive(Subcommand)]
@@ -450,9 +440,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             secrets::run(&cli.config, action).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sandbox {
-            which: SandboxKind::Hubspot(args),
-        } => sandbox::hubspot(args).await,
+        Command::Sandbox(choice) => choice.run().await,
         Command::Demo {
             dir,
             listen,

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use puente_core::{
     Connector, ErrorKind, FailureCategory, Fields, Object, ObjectSpec, Value, WriteOp, WriteOutcome,
 };
-use puente_hubspot::sandbox::{Faults, Running, SandboxOptions, SearchCaps};
 use puente_hubspot::{Auth, HubSpotConnector, Settings};
+use puente_hubspot_sandbox::{Faults, Running, SandboxOptions, SearchCaps};
 
 fn spec(object: &str, options: &[(&str, &str)]) -> ObjectSpec {
     ObjectSpec {

@@ -1,3 +1,1 @@
 mod connector;
-mod official_clients;
-mod sandbox;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use puente_engine::RunOptions;
-use puente_hubspot::sandbox::{Faults, Running, SandboxOptions};
+use puente_hubspot_sandbox::{Faults, Running, SandboxOptions};
 use puente_state::RecordFilter;
 use serde_json::json;
 

@@ -44,7 +44,7 @@ fn the_webhook_corpus_is_refused_unless_signed() {
     let ts = now.timestamp_millis();
     let uri = "https://puente.example/hooks/hubspot";
     for body in corpus("hubspot_webhook") {
-        let sig = puente_hubspot::sandbox::sign_v3("secret", "POST", uri, &body, ts);
+        let sig = puente_hubspot_sandbox::sign_v3("secret", "POST", uri, &body, ts);
         let push = Push {
             method: "POST".into(),
             uri: uri.into(),

@@ -5,7 +5,7 @@
 //! shared contact matched, not duplicated.
 
 use puente_engine::{Engine, RunOptions, SyncReport};
-use puente_hubspot::sandbox::{Running, SandboxOptions};
+use puente_hubspot_sandbox::{Running, SandboxOptions};
 use serde_json::json;
 
 use crate::fixtures::Db;

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use puente_core::{Push, Side};
 use puente_engine::RunOptions;
-use puente_hubspot::sandbox::{Running, SandboxOptions};
+use puente_hubspot_sandbox::{Running, SandboxOptions};
 use serde_json::{json, Value as J};
 
 use crate::fixtures::{Db, Pair};

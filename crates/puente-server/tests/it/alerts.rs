@@ -267,7 +267,7 @@ async fn a_connection_down_past_its_threshold_is_alerted_and_clears() {
     // HubSpot answers every call with a 5xx: the pass fails after its retries.
     s.sandbox
         .sandbox
-        .set_faults(puente_hubspot::sandbox::Faults {
+        .set_faults(puente_hubspot_sandbox::Faults {
             server_error: 1.0,
             ..Default::default()
         });

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use puente_engine::{config, Engine};
-use puente_hubspot::sandbox::{Running, SandboxOptions};
+use puente_hubspot_sandbox::{Running, SandboxOptions};
 use puente_server::ServeOptions;
 use puente_testkit::Db;
 use serde_json::{json, Value as J};

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use puente_hubspot::sandbox::{Running, SandboxOptions};
+use puente_hubspot_sandbox::{Running, SandboxOptions};
 use puente_testkit::Db;
 use rand::Rng;
 use serde_json::{json, Value as J};

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use puente_hubspot::sandbox::{Running, SandboxOptions};
+use puente_hubspot_sandbox::{Running, SandboxOptions};
 use puente_testkit::Db;
 
 const CLIENT_SECRET: &str = "canary-client-secret-7f3a9c";

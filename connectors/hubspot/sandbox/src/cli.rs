@@ -1,11 +1,13 @@
-//! `puente sandbox hubspot`: a local HubSpot for rehearsals and tests.
+//! `puente sandbox hubspot`: a local HubSpot for rehearsals and tests. The
+//! binary lists this crate's [`descriptor`].
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
-use puente_hubspot::sandbox::{Faults, Running, SandboxOptions};
+use puente_sandbox_kit::cli::Run;
+use puente_sandbox_kit::{Descriptor, SandboxCommand};
+
+use super::{Error, Faults, Running, SandboxOptions};
 
 #[derive(clap::Args)]
 pub struct HubspotArgs {
@@ -44,54 +46,76 @@ pub struct HubspotArgs {
     unique_company_domain: bool,
 }
 
-/// Parses `N/10s` (HubSpot's unit) or a bare `N`.
-fn per_10s(s: &str) -> Result<u32> {
-    let n = s.trim().trim_end_matches("/10s");
-    n.parse()
-        .map_err(|_| anyhow!("--rate-limit {s:?}: write requests per 10 seconds, e.g. 100/10s"))
+/// The HubSpot sandbox, as `puente sandbox` lists it.
+pub fn descriptor() -> Descriptor {
+    Descriptor::of::<HubspotArgs>()
 }
 
-pub async fn hubspot(a: HubspotArgs) -> Result<ExitCode> {
+impl SandboxCommand for HubspotArgs {
+    const NAME: &'static str = "hubspot";
+    const ABOUT: &'static str = "HubSpot's CRM API: objects, batch, search, properties, associations, OAuth, rate limits, webhooks, faults";
+
+    fn run(self) -> Run {
+        Box::pin(async move { run(self).await.map_err(Into::into) })
+    }
+}
+
+/// Parses `N/10s` (HubSpot's unit) or a bare `N`.
+fn per_10s(s: &str) -> Result<u32, Error> {
+    let n = s.trim().trim_end_matches("/10s");
+    n.parse().map_err(|_| {
+        Error::Flag(format!(
+            "--rate-limit {s:?}: write requests per 10 seconds, e.g. 100/10s"
+        ))
+    })
+}
+
+async fn run(a: HubspotArgs) -> Result<(), Error> {
     let opts = SandboxOptions {
         tokens: a.tokens,
         rate_limit_per_10s: per_10s(&a.rate_limit)?,
         daily_limit: a.daily_limit,
         search_per_sec: a.search_per_sec,
         search_lag: Duration::from_millis(a.search_lag_ms),
-        faults: Faults::parse(&a.faults).map_err(|e| anyhow!("--faults: {e}"))?,
+        faults: Faults::parse(&a.faults).map_err(|e| Error::Flag(format!("--faults: {e}")))?,
         seed: a.seed,
         state_file: a.state,
         client_secret: a.client_secret,
         unique_company_domain: a.unique_company_domain,
         ..SandboxOptions::default()
     };
-    let listener = tokio::net::TcpListener::bind(&a.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", a.listen))?;
-    let running = Running::on(listener, opts).await.map_err(|e| anyhow!(e))?;
+    let listener = puente_sandbox_kit::harness::bind(&a.listen).await?;
+    let running = Running::on(listener, opts).await?;
     let o = &running.sandbox.opts;
-    outln!("HubSpot sandbox on {}", running.url);
-    outln!("  private-app token: {}", o.tokens.join(", "));
-    outln!(
+    println!("HubSpot sandbox on {}", running.url);
+    println!("  private-app token: {}", o.tokens.join(", "));
+    println!(
         "  OAuth: client_id {} · authorize at {}/oauth/authorize",
-        o.client_id,
-        running.url
+        o.client_id, running.url
     );
-    outln!(
+    println!(
         "  webhooks: app {} · developer key {} · PUT {}/webhooks/v3/{}/settings",
-        o.app_id,
-        o.developer_key,
-        running.url,
-        o.app_id
+        o.app_id, o.developer_key, running.url, o.app_id
     );
-    outln!(
+    println!(
         "  limits: {}/10s per app, {}/day, search {}/s",
-        o.rate_limit_per_10s,
-        o.daily_limit,
-        o.search_per_sec
+        o.rate_limit_per_10s, o.daily_limit, o.search_per_sec
     );
-    outln!("Ctrl-C to stop.");
+    println!("Ctrl-C to stop.");
     tokio::signal::ctrl_c().await.ok();
     running.stop().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_is_read_per_10_seconds() {
+        assert_eq!(per_10s("100/10s").unwrap(), 100);
+        assert_eq!(per_10s(" 7 ").unwrap(), 7);
+        let e = per_10s("5/min").unwrap_err().to_string();
+        assert!(e.contains("e.g. 100/10s"), "{e}");
+    }
 }

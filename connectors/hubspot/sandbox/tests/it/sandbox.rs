@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use puente_hubspot::sandbox::{sign_v3, Running, SandboxOptions, SearchCaps};
+use puente_hubspot_sandbox::{sign_v3, Running, SandboxOptions, SearchCaps};
 use serde_json::{json, Value as J};
 
 async fn call(

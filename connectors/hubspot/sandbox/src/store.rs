@@ -61,6 +61,15 @@ impl PropDef {
         }
     }
 
+    /// Its group: `contactinformation` for a built-in one of contacts.
+    pub fn group_name(&self, object_group: &str) -> String {
+        if self.group == "information" {
+            format!("{object_group}information")
+        } else {
+            self.group.clone()
+        }
+    }
+
     pub fn to_json(&self, object_group: &str) -> J {
         let options: Vec<J> = self
             .options
@@ -76,7 +85,7 @@ impl PropDef {
             "type": self.ty,
             "fieldType": self.field_type,
             "description": self.description,
-            "groupName": if self.group == "information" { format!("{object_group}information") } else { self.group.clone() },
+            "groupName": self.group_name(object_group),
             "options": options,
             "displayOrder": -1,
             "calculated": self.calculated,

@@ -1,9 +1,15 @@
-//! A local HubSpot: the CRM API (objects, batch, search, properties,
-//! associations, custom object schemas), private-app and OAuth 2.0 auth,
-//! HubSpot's rate limits and their headers, webhooks signed as HubSpot signs
-//! them, and fault injection. Code written against api.hubapi.com works
-//! against it with only the base URL changed; the official Python and Node
-//! clients check that (tests/it/official_clients.rs).
+//! A local HubSpot: the CRM API (objects, batch, search, properties and
+//! their legacy v1/v2 listings, associations, custom object schemas),
+//! private-app and OAuth 2.0 auth, HubSpot's rate limits and their headers,
+//! webhooks signed as HubSpot signs them, and fault injection. Code written
+//! against api.hubapi.com works against it with only the base URL changed;
+//! HubSpot's own Python and Node clients check that
+//! (tests/it/official_clients.rs).
+//!
+//! The machinery every sandbox shares (serving, faults, persistence,
+//! counters, rate windows, the OAuth server, webhook delivery) is
+//! puente-sandbox-kit's; this crate holds what HubSpot does differently:
+//! its paths, its answer and error bodies, its headers, its signatures.
 
 // Handlers answer early with a ready `Response` as their error; boxing
 // every early answer would buy nothing.
@@ -11,14 +17,15 @@
 
 mod api;
 mod auth;
+mod cli;
 mod faults;
 mod hooks;
+mod legacy;
 mod search;
 mod seed;
 pub mod store;
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,13 +37,44 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use puente_sandbox_kit::counters::{RATE_LIMITED, REQUESTS};
+use puente_sandbox_kit::harness::Shutdown;
+use puente_sandbox_kit::{
+    Counters, DailyQuota, FaultInjector, OAuthServer, Persisted, Server, Window,
+};
 use serde_json::{json, Value as J};
-use tokio::sync::Notify;
 
-pub use faults::Faults;
+pub use cli::{descriptor, HubspotArgs};
 pub use hooks::sign_v3;
+pub use puente_sandbox_kit::Faults;
 pub use search::SearchCaps;
 use store::{ApiErr, Ms, Store};
+
+/// What can go wrong starting the sandbox or calling it through
+/// [`Running`]'s helpers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Kit(#[from] puente_sandbox_kit::Error),
+    #[error("{0}")]
+    Flag(String),
+    #[error("{method} {path}: {source}")]
+    Unreachable {
+        method: reqwest::Method,
+        path: String,
+        source: reqwest::Error,
+    },
+    #[error("{method} {path}: {status} {body}")]
+    Status {
+        method: reqwest::Method,
+        path: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    #[error("{0}")]
+    Answer(String),
+}
 
 /// How a sandbox behaves.
 #[derive(Clone, Debug)]
@@ -111,20 +149,12 @@ impl SandboxOptions {
     }
 }
 
-/// What the sandbox has served, for tests and benchmarks.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub requests: AtomicU64,
-    pub reads: AtomicU64,
-    pub writes: AtomicU64,
-    pub searches: AtomicU64,
-    pub rate_limited: AtomicU64,
-    pub faults: AtomicU64,
-    pub webhook_deliveries: AtomicU64,
-    pub webhook_failures: AtomicU64,
-}
+/// The counters HubSpot's sandbox keeps beyond the kit's.
+const READS: &str = "reads";
+const WRITES: &str = "writes";
+const SEARCHES: &str = "searches";
 
-/// A snapshot of [`Counters`].
+/// What the sandbox has served, for tests and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     pub requests: u64,
@@ -137,25 +167,30 @@ pub struct Stats {
     pub webhook_failures: u64,
 }
 
+/// HubSpot's limits: the ten-secondly window per app, the search lane per
+/// account, the account's daily quota.
 struct Limits {
-    /// App key → send times (ms) in the current 10 s window.
-    burst: HashMap<String, VecDeque<Ms>>,
-    search: VecDeque<Ms>,
-    day: (i64, u64),
+    burst: Window,
+    search: Window,
+    day: DailyQuota,
 }
+
+/// The daily quota is the account's, shared by its private apps.
+const ACCOUNT: &str = "account";
 
 /// One running sandbox's shared state.
 pub struct Sandbox {
     pub opts: SandboxOptions,
-    store: Mutex<Store>,
+    store: Arc<Persisted<Store>>,
     /// Writes not yet visible to search: (visible at, type, id).
     index: Mutex<SearchIndex>,
     limits: Mutex<Limits>,
-    auth: Mutex<auth::OAuthState>,
+    oauth: Arc<OAuthServer>,
+    /// Private-app tokens rotated or deleted since the sandbox started.
+    revoked: Mutex<HashSet<String>>,
     hooks: hooks::Hooks,
-    faults: Mutex<faults::Dice>,
-    pub counters: Counters,
-    dirty: Notify,
+    faults: FaultInjector,
+    counters: Arc<Counters>,
     /// The search lag now (starts as `opts.search_lag`).
     lag_ms: AtomicU64,
 }
@@ -164,46 +199,42 @@ pub struct Sandbox {
 struct SearchIndex {
     pending: VecDeque<(Ms, String, u64)>,
     /// type → id → the record as search sees it.
-    seen: HashMap<String, std::collections::BTreeMap<u64, store::Rec>>,
+    seen: std::collections::HashMap<String, BTreeMap<u64, store::Rec>>,
 }
 
 impl Sandbox {
-    pub fn new(opts: SandboxOptions) -> Result<Arc<Sandbox>, String> {
-        let mut store = match &opts.state_file {
-            Some(p) if p.exists() => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                serde_json::from_str(&text).map_err(|e| {
-                    format!(
-                        "{} is not a sandbox state file ({e}); move it away or pick another --state",
-                        p.display()
-                    )
-                })?
+    pub fn new(opts: SandboxOptions) -> Result<Arc<Sandbox>, Error> {
+        let store = Persisted::open(opts.state_file.clone(), || Store::new(opts.portal_id))?;
+        {
+            let mut s = store.lock();
+            s.unique_company_domain = opts.unique_company_domain;
+            s.reindex();
+            if let Some(n) = opts.seed {
+                if s.types.values().all(|t| t.records.is_empty()) {
+                    seed::seed(&mut s, n);
+                }
             }
-            _ => Store::new(opts.portal_id),
-        };
-        store.unique_company_domain = opts.unique_company_domain;
-        store.reindex();
-        if let Some(n) = opts.seed {
-            if store.types.values().all(|t| t.records.is_empty()) {
-                seed::seed(&mut store, n);
-            }
+            s.changes.clear();
         }
-        store.changes.clear();
-        let dice = faults::Dice::new(opts.faults.clone(), opts.seed.unwrap_or(7));
+        let counters = Arc::new(Counters::new(&[READS, WRITES, SEARCHES]));
         let sb = Arc::new(Sandbox {
-            hooks: hooks::Hooks::new(&opts),
-            store: Mutex::new(store),
+            hooks: hooks::Hooks::new(&opts, counters.clone())?,
+            store: Arc::new(store),
             index: Mutex::new(SearchIndex::default()),
             limits: Mutex::new(Limits {
-                burst: HashMap::new(),
-                search: VecDeque::new(),
-                day: (0, 0),
+                burst: Window::new(opts.rate_limit_per_10s, Duration::from_secs(10)),
+                search: Window::per_second(opts.search_per_sec),
+                day: DailyQuota::new(opts.daily_limit),
             }),
-            auth: Mutex::new(auth::OAuthState::default()),
-            faults: Mutex::new(dice),
-            counters: Counters::default(),
-            dirty: Notify::new(),
+            oauth: Arc::new(OAuthServer::new(auth::oauth_config(&opts))),
+            revoked: Mutex::new(HashSet::new()),
+            faults: FaultInjector::new(
+                opts.faults.clone(),
+                opts.seed.unwrap_or(7),
+                faults::HubSpotFaults,
+                counters.clone(),
+            ),
+            counters,
             lag_ms: AtomicU64::new(0),
             opts,
         });
@@ -213,13 +244,12 @@ impl Sandbox {
 
     /// Changes the faults injected from now on.
     pub fn set_faults(&self, faults: Faults) {
-        let seed = self.opts.seed.unwrap_or(7);
-        *self.faults.lock().expect("faults") = faults::Dice::new(faults, seed);
+        self.faults.set(faults);
     }
 
     /// Changes how long writes take to reach search results.
     pub fn set_search_lag(&self, lag: Duration) {
-        let store = self.store.lock().expect("store");
+        let store = self.store.lock();
         let mut idx = self.index.lock().expect("index");
         // Search starts from what exists now.
         idx.pending.clear();
@@ -236,38 +266,26 @@ impl Sandbox {
 
     pub fn stats(&self) -> Stats {
         let c = &self.counters;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Stats {
-            requests: l(&c.requests),
-            reads: l(&c.reads),
-            writes: l(&c.writes),
-            searches: l(&c.searches),
-            rate_limited: l(&c.rate_limited),
-            faults: l(&c.faults),
-            webhook_deliveries: l(&c.webhook_deliveries),
-            webhook_failures: l(&c.webhook_failures),
+            requests: c.get(REQUESTS),
+            reads: c.get(READS),
+            writes: c.get(WRITES),
+            searches: c.get(SEARCHES),
+            rate_limited: c.get(RATE_LIMITED),
+            faults: c.get(puente_sandbox_kit::counters::FAULTS),
+            webhook_deliveries: c.get(puente_sandbox_kit::counters::WEBHOOK_DELIVERIES),
+            webhook_failures: c.get(puente_sandbox_kit::counters::WEBHOOK_FAILURES),
         }
     }
 
     pub fn reset_stats(&self) {
-        for a in [
-            &self.counters.requests,
-            &self.counters.reads,
-            &self.counters.writes,
-            &self.counters.searches,
-            &self.counters.rate_limited,
-            &self.counters.faults,
-            &self.counters.webhook_deliveries,
-            &self.counters.webhook_failures,
-        ] {
-            a.store(0, Ordering::Relaxed);
-        }
+        self.counters.reset();
     }
 
-    /// Runs `f` on the store; the changes it makes reach search and webhook
-    /// subscribers.
+    /// Runs `f` on the store; the changes it makes reach search, webhook
+    /// subscribers and the state file.
     pub fn with_store<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
-        let mut s = self.store.lock().expect("store");
+        let mut s = self.store.lock();
         let out = f(&mut s);
         let changes = std::mem::take(&mut s.changes);
         if !changes.is_empty() {
@@ -280,14 +298,14 @@ impl Sandbox {
             }
             drop(s);
             self.hooks.publish(changes);
-            self.dirty.notify_one();
+            self.store.changed();
         }
         out
     }
 
     /// Runs a search on what search can see (writes older than the lag).
     fn search(&self, ty: &str, body: &J, raw_len: usize) -> Result<J, ApiErr> {
-        let s = self.store.lock().expect("store");
+        let s = self.store.lock();
         if self.lag() == 0 {
             return search::search(
                 &s,
@@ -321,54 +339,30 @@ impl Sandbox {
     /// The router of the whole API.
     pub fn router(self: &Arc<Sandbox>) -> Router {
         api::router(self.clone())
-            .merge(auth::router(self.clone()))
+            .merge(legacy::router())
+            .merge(auth::router())
             .merge(hooks::router(self.clone()))
-            .layer(axum::middleware::from_fn_with_state(self.clone(), gate))
             .with_state(self.clone())
+            .merge(auth::oauth_router(self))
+            .fallback(not_found)
+            .layer(axum::middleware::from_fn_with_state(self.clone(), gate))
     }
 
-    /// Serves until `shutdown` resolves; saves the state file on the way out.
+    /// Serves until `shutdown` resolves: webhook deliveries started, the
+    /// state file saved as it changes and once more on the way out.
     pub async fn serve(
         self: Arc<Sandbox>,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let saver = self.opts.state_file.clone().map(|path| {
-            let sb = self.clone();
-            tokio::spawn(async move {
-                loop {
-                    sb.dirty.notified().await;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    sb.save(&path);
-                }
-            })
-        });
-        self.start_deliveries();
-        let app = self.router();
-        let result = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let saver = self.store.spawn_saver();
+        self.hooks.start();
+        let result = puente_sandbox_kit::harness::serve(listener, self.router(), shutdown).await;
         if let Some(t) = saver {
             t.abort();
         }
-        if let Some(p) = &self.opts.state_file {
-            self.save(p);
-        }
+        self.store.save_or_log();
         result
-    }
-
-    fn save(&self, path: &std::path::Path) {
-        let text = {
-            let s = self.store.lock().expect("store");
-            serde_json::to_string(&*s).expect("the store serialises")
-        };
-        let tmp = path.with_extension("tmp");
-        if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)) {
-            tracing::error!(path = %path.display(), error = %e, "sandbox state not saved");
-        }
     }
 }
 
@@ -376,34 +370,29 @@ impl Sandbox {
 pub struct Running {
     pub sandbox: Arc<Sandbox>,
     pub url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    server: Server,
 }
 
 impl Running {
     /// Starts a sandbox on a free port of 127.0.0.1.
-    pub async fn start(opts: SandboxOptions) -> Result<Running, String> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn start(opts: SandboxOptions) -> Result<Running, Error> {
+        let listener = puente_sandbox_kit::harness::bind("127.0.0.1:0").await?;
         Running::on(listener, opts).await
     }
 
     pub async fn on(
         listener: tokio::net::TcpListener,
         opts: SandboxOptions,
-    ) -> Result<Running, String> {
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    ) -> Result<Running, Error> {
         let sandbox = Sandbox::new(opts)?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(sandbox.clone().serve(listener, async move {
-            let _ = rx.await;
-        }));
+        let sb = sandbox.clone();
+        let server = Server::spawn(listener, move |listener, shutdown: Shutdown| {
+            sb.serve(listener, shutdown)
+        })?;
         Ok(Running {
             sandbox,
-            url: format!("http://{addr}"),
-            stop: Some(tx),
-            task: Some(task),
+            url: server.url().to_string(),
+            server,
         })
     }
 
@@ -419,8 +408,13 @@ impl Running {
         method: reqwest::Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<serde_json::Value, Error> {
         let http = reqwest::Client::new();
+        let unreachable = |source| Error::Unreachable {
+            method: method.clone(),
+            path: path.to_string(),
+            source,
+        };
         loop {
             let mut r = http
                 .request(method.clone(), format!("{}{path}", self.url))
@@ -428,15 +422,20 @@ impl Running {
             if let Some(b) = &body {
                 r = r.json(b);
             }
-            let resp = r.send().await.map_err(|e| e.to_string())?;
+            let resp = r.send().await.map_err(unreachable)?;
             let status = resp.status();
-            let text = resp.text().await.map_err(|e| e.to_string())?;
+            let text = resp.text().await.map_err(unreachable)?;
             if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 tokio::time::sleep(Duration::from_millis(1100)).await;
                 continue;
             }
             if !status.is_success() {
-                return Err(format!("{method} {path}: {status} {text}"));
+                return Err(Error::Status {
+                    method,
+                    path: path.to_string(),
+                    status,
+                    body: text,
+                });
             }
             return Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null));
         }
@@ -445,11 +444,17 @@ impl Running {
     /// Installs the OAuth app as a user approving it would (an authorization
     /// code exchanged at the token endpoint); the token answer
     /// (`access_token`, `refresh_token`, `expires_in`).
-    pub async fn install_app(&self, scopes: &[&str]) -> Result<serde_json::Value, String> {
+    pub async fn install_app(&self, scopes: &[&str]) -> Result<serde_json::Value, Error> {
         let code = self.sandbox.authorize("http://localhost/cb", scopes);
         let o = &self.sandbox.opts;
+        let path = "/oauth/v1/token";
+        let unreachable = |source| Error::Unreachable {
+            method: reqwest::Method::POST,
+            path: path.to_string(),
+            source,
+        };
         reqwest::Client::new()
-            .post(format!("{}/oauth/v1/token", self.url))
+            .post(format!("{}{path}", self.url))
             .form(&[
                 ("grant_type", "authorization_code"),
                 ("client_id", o.client_id.as_str()),
@@ -459,10 +464,10 @@ impl Running {
             ])
             .send()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(unreachable)?
             .json()
             .await
-            .map_err(|e| e.to_string())
+            .map_err(unreachable)
     }
 
     /// Creates records of an object type through the batch API, 100 a
@@ -471,7 +476,7 @@ impl Running {
         &self,
         ty: &str,
         properties: impl IntoIterator<Item = serde_json::Value>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let inputs: Vec<serde_json::Value> = properties
             .into_iter()
             .map(|p| serde_json::json!({ "properties": p }))
@@ -488,7 +493,7 @@ impl Running {
     }
 
     /// Every record of an object type (all pages), with these properties.
-    pub async fn all(&self, ty: &str, properties: &str) -> Result<Vec<serde_json::Value>, String> {
+    pub async fn all(&self, ty: &str, properties: &str) -> Result<Vec<serde_json::Value>, Error> {
         let mut out = Vec::new();
         let mut after = String::new();
         loop {
@@ -508,7 +513,7 @@ impl Running {
     }
 
     /// The id of the contact with this e-mail.
-    pub async fn contact_id(&self, email: &str) -> Result<String, String> {
+    pub async fn contact_id(&self, email: &str) -> Result<String, Error> {
         let v = self
             .call(
                 reqwest::Method::GET,
@@ -519,7 +524,7 @@ impl Running {
         v["id"]
             .as_str()
             .map(str::to_string)
-            .ok_or_else(|| format!("no id for {email}: {v}"))
+            .ok_or_else(|| Error::Answer(format!("no id for {email}: {v}")))
     }
 
     /// Points the app's webhooks at `target_url` and subscribes to events:
@@ -528,7 +533,7 @@ impl Running {
         &self,
         target_url: &str,
         events: &[(&str, Option<&str>)],
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let app = self.sandbox.opts.app_id;
         let key = format!("?hapikey={}", self.sandbox.opts.developer_key);
         self.call(
@@ -552,21 +557,9 @@ impl Running {
         Ok(())
     }
 
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+    /// Stops the server; the state file is saved before this returns.
+    pub async fn stop(self) {
+        let _ = self.server.stop().await;
     }
 }
 
@@ -592,6 +585,19 @@ pub(crate) fn error_reply(e: &ApiErr) -> Response {
     reply(e.status, e.body(&correlation()))
 }
 
+/// What HubSpot answers on a path it does not serve: a 404 with its JSON
+/// error body, no category (as captured from api.hubapi.com).
+pub(crate) async fn not_found() -> Response {
+    reply(
+        404,
+        json!({
+            "status": "error",
+            "message": "resource not found",
+            "correlationId": correlation(),
+        }),
+    )
+}
+
 /// The path of everything `gate` lets through without a token.
 fn is_open_path(path: &str) -> bool {
     path.starts_with("/oauth/") || path.starts_with("/_sandbox") || path.starts_with("/webhooks/")
@@ -599,11 +605,11 @@ fn is_open_path(path: &str) -> bool {
 
 fn classify(method: &Method, path: &str) -> &'static str {
     if path.ends_with("/search") {
-        "search"
+        SEARCHES
     } else if *method == Method::GET || path.ends_with("/batch/read") {
-        "read"
+        READS
     } else {
-        "write"
+        WRITES
     }
 }
 
@@ -627,37 +633,26 @@ async fn gate(State(sb): State<Arc<Sandbox>>, req: Request, next: Next) -> Respo
     };
     let class = classify(&method, &path);
     // Faults decided before the request is served.
-    let fault = sb.faults.lock().expect("faults").roll();
-    if let Some(f) = &fault {
-        if let Some(r) = f.before() {
-            sb.counters.faults.fetch_add(1, Ordering::Relaxed);
-            if f.is_429() {
-                sb.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            }
-            let mut r = r;
+    let fault = sb.faults.roll();
+    if let Some(f) = fault {
+        if let Some(mut r) = sb.faults.before(f) {
             stamp(&mut r);
             return r;
         }
-        if let Some(d) = f.delay() {
+        if let Some(d) = FaultInjector::delay(f) {
             tokio::time::sleep(d).await;
         }
     }
     let headers = match sb.admit(&caller, class) {
         Ok(h) => h,
-        Err(r) => {
-            sb.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            let mut r = r;
+        Err(mut r) => {
+            sb.counters.incr(RATE_LIMITED);
             stamp(&mut r);
             return r;
         }
     };
-    sb.counters.requests.fetch_add(1, Ordering::Relaxed);
-    match class {
-        "search" => &sb.counters.searches,
-        "read" => &sb.counters.reads,
-        _ => &sb.counters.writes,
-    }
-    .fetch_add(1, Ordering::Relaxed);
+    sb.counters.incr(REQUESTS);
+    sb.counters.incr(class);
     let mut r = next.run(req).await;
     for (k, v) in headers {
         if let Ok(v) = HeaderValue::from_str(&v) {
@@ -665,14 +660,11 @@ async fn gate(State(sb): State<Arc<Sandbox>>, req: Request, next: Next) -> Respo
         }
     }
     stamp(&mut r);
-    if let Some(f) = fault {
-        if let Some(broken) = f.after(r).await {
-            sb.counters.faults.fetch_add(1, Ordering::Relaxed);
-            return broken;
-        }
-        unreachable!("a fault that acts after the request returns an answer")
+    match fault {
+        // Broken on the way out: the write did happen.
+        Some(f) => sb.faults.after(f, r).await,
+        None => r,
     }
-    r
 }
 
 fn stamp(r: &mut Response) {
@@ -690,65 +682,44 @@ impl Sandbox {
     ) -> Result<Vec<(&'static str, String)>, Response> {
         let now = store::now_ms();
         let mut l = self.limits.lock().expect("limits");
-        let today = now.div_euclid(86_400_000);
-        if l.day.0 != today {
-            l.day = (today, 0);
-        }
         let private = caller.private;
-        if private && l.day.1 >= self.opts.daily_limit {
+        if private && l.day.is_spent(ACCOUNT, now) {
             return Err(too_many("You have reached your daily limit.", "DAILY", &[]));
         }
-        if class == "search" {
-            while l.search.front().is_some_and(|t| now - *t >= 1000) {
-                l.search.pop_front();
-            }
-            if l.search.len() as u32 >= self.opts.search_per_sec {
+        if class == SEARCHES {
+            if !l.search.admit(ACCOUNT, now).allowed {
                 return Err(too_many(
                     "You have reached your secondly limit.",
                     "SECONDLY",
                     &[],
                 ));
             }
-            l.search.push_back(now);
-            l.day.1 += 1;
+            l.day.spend(ACCOUNT, now);
             return Ok(vec![]);
         }
-        let max = self.opts.rate_limit_per_10s;
-        let window = l.burst.entry(caller.app.clone()).or_default();
-        while window.front().is_some_and(|t| now - *t >= 10_000) {
-            window.pop_front();
-        }
-        let used = window.len() as u32;
+        let a = l.burst.admit(&caller.app, now);
         let mut headers = vec![
             (
                 "x-hubspot-ratelimit-interval-milliseconds",
                 "10000".to_string(),
             ),
-            ("x-hubspot-ratelimit-max", max.to_string()),
+            ("x-hubspot-ratelimit-max", a.max.to_string()),
+            ("x-hubspot-ratelimit-remaining", a.remaining.to_string()),
         ];
-        if used >= max {
-            headers.push(("x-hubspot-ratelimit-remaining", "0".into()));
+        if !a.allowed {
             return Err(too_many(
                 "You have reached your ten_secondly_rolling limit.",
                 "TEN_SECONDLY_ROLLING",
                 &headers,
             ));
         }
-        window.push_back(now);
-        headers.push((
-            "x-hubspot-ratelimit-remaining",
-            (max - used - 1).to_string(),
-        ));
-        l.day.1 += 1;
+        let left = l.day.spend(ACCOUNT, now);
         if private {
             headers.push((
                 "x-hubspot-ratelimit-daily",
                 self.opts.daily_limit.to_string(),
             ));
-            headers.push((
-                "x-hubspot-ratelimit-daily-remaining",
-                self.opts.daily_limit.saturating_sub(l.day.1).to_string(),
-            ));
+            headers.push(("x-hubspot-ratelimit-daily-remaining", left.to_string()));
         }
         Ok(headers)
     }

@@ -1,12 +1,11 @@
 //! Webhooks: settings and subscriptions through HubSpot's webhooks v3 API,
-//! and delivery of events in batches of up to 100 to the target URL, signed
-//! with the app secret (v3 HMAC and the v1 hash), retried with backoff on
-//! any failure, a 4xx/5xx or an answer slower than 5 s.
+//! and HubSpot's events: JSON arrays of up to 100, each event carrying its
+//! `attemptNumber`, signed with the app secret (the v3 HMAC and the v1
+//! hash). The kit delivers them: batches, retries with backoff on any
+//! failure, a 4xx/5xx or an answer slower than 5 s.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::middleware::Next;
@@ -15,13 +14,13 @@ use axum::routing::get;
 use axum::Router;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use puente_sandbox_kit::{Counters, Deliveries, Delivery, DeliveryOptions};
 use serde_json::{json, Value as J};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 use super::api::{parse_body, result};
 use super::store::{iso, now_ms, ApiErr, Change, ChangeKind, Ms};
-use super::{empty, error_reply, reply, Sandbox, SandboxOptions};
+use super::{empty, error_reply, reply, Error, Sandbox, SandboxOptions};
 
 #[derive(Clone, Debug)]
 struct Sub {
@@ -52,29 +51,47 @@ struct State_ {
     created: Ms,
 }
 
+/// The app's webhooks: one subscriber, the app's target URL.
+const APP: &str = "app";
+
 pub struct Hooks {
-    state: Mutex<State_>,
-    tx: mpsc::UnboundedSender<J>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<J>>>,
+    state: Arc<Mutex<State_>>,
+    deliveries: Deliveries,
     portal_id: u64,
     app_id: u64,
 }
 
 impl Hooks {
-    pub fn new(opts: &SandboxOptions) -> Hooks {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Hooks {
-            state: Mutex::new(State_ {
-                max_concurrent: 10,
-                next_sub: 100,
-                next_event: 1,
-                ..State_::default()
-            }),
-            tx,
-            rx: Mutex::new(Some(rx)),
+    pub fn new(opts: &SandboxOptions, counters: Arc<Counters>) -> Result<Hooks, Error> {
+        let state = Arc::new(Mutex::new(State_ {
+            max_concurrent: 10,
+            next_sub: 100,
+            next_event: 1,
+            ..State_::default()
+        }));
+        let deliveries = Deliveries::new(
+            Signed {
+                state: state.clone(),
+                secret: opts.client_secret.clone(),
+            },
+            DeliveryOptions {
+                retry_base: opts.webhook_retry_base,
+                max_retries: opts.webhook_max_retries,
+                ..DeliveryOptions::default()
+            },
+            counters,
+        )?;
+        Ok(Hooks {
+            state,
+            deliveries,
             portal_id: opts.portal_id,
             app_id: opts.app_id,
-        }
+        })
+    }
+
+    /// Starts delivering (once; `serve` and the settings API call it).
+    pub fn start(&self) {
+        self.deliveries.start();
     }
 
     /// Turns store changes into events for the active subscriptions.
@@ -141,7 +158,7 @@ impl Hooks {
                     }
                     _ => {}
                 }
-                let _ = self.tx.send(e);
+                self.deliveries.enqueue(APP, e);
             }
         }
     }
@@ -157,90 +174,48 @@ pub fn sign_v3(secret: &str, method: &str, uri: &str, body: &[u8], timestamp: Ms
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
-impl Sandbox {
-    /// Starts delivering webhook events (once; `serve` calls it).
-    pub(crate) fn start_deliveries(self: &Arc<Sandbox>) {
-        let Some(mut rx) = self.hooks.rx.lock().expect("hooks").take() else {
-            return;
-        };
-        let sb = self.clone();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("tls backend");
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                // Gather what arrives within 100 ms, up to 100 events a request.
-                let mut batch = vec![first];
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-                while batch.len() < 100 {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(e)) => batch.push(e),
-                        _ => break,
-                    }
-                }
-                let sb = sb.clone();
-                let http = http.clone();
-                tokio::spawn(async move { sb.deliver(http, batch).await });
-            }
-        });
+/// HubSpot's deliveries: to the app's target URL as it is now, the
+/// events with their attempt number, signed v1 and v3 with the app secret.
+struct Signed {
+    state: Arc<Mutex<State_>>,
+    secret: String,
+}
+
+impl Delivery for Signed {
+    fn target(&self, _subscriber: &str) -> Option<String> {
+        self.state.lock().expect("hooks").target.clone()
     }
 
-    async fn deliver(self: Arc<Sandbox>, http: reqwest::Client, mut batch: Vec<J>) {
-        let mut attempt = 0u32;
-        loop {
-            let target = self.hooks.state.lock().expect("hooks").target.clone();
-            let Some(target) = target else { return };
-            for e in &mut batch {
+    fn body(&self, events: &[J], attempt: u32) -> Vec<u8> {
+        let events: Vec<J> = events
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
                 e["attemptNumber"] = json!(attempt);
-            }
-            let body = serde_json::to_vec(&batch).expect("events serialise");
-            let ts = now_ms();
-            let secret = &self.opts.client_secret;
-            let v1 = {
-                let mut h = Sha256::new();
-                h.update(secret.as_bytes());
-                h.update(&body);
-                format!("{:x}", h.finalize())
-            };
-            let sent = http
-                .post(&target)
-                .header("content-type", "application/json")
-                .header("x-hubspot-signature-version", "v1")
-                .header("x-hubspot-signature", v1)
-                .header(
-                    "x-hubspot-signature-v3",
-                    sign_v3(secret, "POST", &target, &body, ts),
-                )
-                .header("x-hubspot-request-timestamp", ts.to_string())
-                .body(body)
-                .send()
-                .await;
-            let ok = matches!(&sent, Ok(r) if r.status().is_success());
-            if ok {
-                self.counters
-                    .webhook_deliveries
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            self.counters
-                .webhook_failures
-                .fetch_add(1, Ordering::Relaxed);
-            attempt += 1;
-            if attempt > self.opts.webhook_max_retries {
-                tracing::warn!(
-                    events = batch.len(),
-                    "webhook delivery given up after retries"
-                );
-                return;
-            }
-            let wait = self
-                .opts
-                .webhook_retry_base
-                .saturating_mul(1 << (attempt - 1).min(12));
-            let jitter = rand::random::<f64>() * 0.25 + 0.875;
-            tokio::time::sleep(wait.mul_f64(jitter)).await;
-        }
+                e
+            })
+            .collect();
+        serde_json::to_vec(&events).expect("events serialise")
+    }
+
+    fn sign(&self, target: &str, body: &[u8], _attempt: u32) -> Vec<(String, String)> {
+        let ts = now_ms();
+        let v1 = {
+            let mut h = Sha256::new();
+            h.update(self.secret.as_bytes());
+            h.update(body);
+            format!("{:x}", h.finalize())
+        };
+        vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-hubspot-signature-version".into(), "v1".into()),
+            ("x-hubspot-signature".into(), v1),
+            (
+                "x-hubspot-signature-v3".into(),
+                sign_v3(&self.secret, "POST", target, body, ts),
+            ),
+            ("x-hubspot-request-timestamp".into(), ts.to_string()),
+        ]
     }
 }
 
@@ -323,7 +298,7 @@ async fn put_settings(State(sb): S, body: String) -> Response {
         if !(target.starts_with("http://") || target.starts_with("https://")) {
             return Err(invalid("targetUrl must be an http(s) URL"));
         }
-        sb.start_deliveries();
+        sb.hooks.start();
         let mut st = sb.hooks.state.lock().expect("hooks");
         st.target = Some(target.to_string());
         st.max_concurrent = v

@@ -1,0 +1,3 @@
+mod legacy;
+mod official_clients;
+mod sandbox;
