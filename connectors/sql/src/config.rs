@@ -28,7 +28,7 @@ const KEYS: &[Key] = &[
     Key::new(
         "lock_timeout_secs",
         KeyType::Number,
-        "how long a write waits for a row another transaction has locked before that row fails alone (default 10)",
+        "how long a write waits for a row or table lock another transaction holds (default 10); then that row fails (category server, retried next pass) and the rest of its batch goes on",
     ),
 ];
 

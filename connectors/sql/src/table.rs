@@ -90,12 +90,26 @@ impl SqlTable {
             None => {
                 let cols = discover(&pool, flavor, &spec.object).await?;
                 if cols.is_empty() {
+                    let tables = list_tables(&pool).await.unwrap_or_default();
+                    let meant = puente_core::config::did_you_mean(
+                        &spec.object,
+                        tables.iter().map(String::as_str),
+                    )
+                    .map(|m| format!("did you mean {m:?}? "))
+                    .unwrap_or_default();
+                    let there = if tables.is_empty() {
+                        "it holds no tables".to_string()
+                    } else {
+                        format!("its tables: {}", tables.join(", "))
+                    };
                     return Err(ConnectorError::config(format!(
-                        "table {} does not exist (or has no columns) in this {} database",
+                        "table {} does not exist (or has no columns) in this {} database ({there})",
                         spec.object,
                         flavor.kind()
                     ))
-                    .with_hint("create the table, or fix the object name in the sync's endpoint"));
+                    .with_hint(format!(
+                        "{meant}create the table, or fix the object name in the sync's endpoint"
+                    )));
                 }
                 (cols, flavor.quote(&spec.object), true, spec.object.clone())
             }
@@ -859,6 +873,39 @@ impl Object for SqlTable {
         }
         Ok(out.into_iter().map(|o| o.expect("outcome")).collect())
     }
+}
+
+/// The tables (and views) the connection sees, `schema.table` outside the
+/// default schema, for naming the one meant.
+async fn list_tables(pool: &Pool) -> Result<Vec<String>, sqlx::Error> {
+    let mut names: Vec<String> = match pool {
+        Pool::Pg(p) => {
+            sqlx::query_scalar(
+                "SELECT CASE WHEN table_schema = current_schema() THEN table_name::text
+                        ELSE table_schema::text || '.' || table_name::text END
+                 FROM information_schema.tables
+                 WHERE table_schema NOT IN ('pg_catalog', 'information_schema')",
+            )
+            .fetch_all(p)
+            .await?
+        }
+        Pool::My(p) => {
+            sqlx::query_scalar(
+                "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE()",
+            )
+            .fetch_all(p)
+            .await?
+        }
+        Pool::Lite(p) => {
+            sqlx::query_scalar(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'",
+            )
+            .fetch_all(p)
+            .await?
+        }
+    };
+    names.sort();
+    Ok(names)
 }
 
 async fn discover(

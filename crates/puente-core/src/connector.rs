@@ -111,7 +111,7 @@ impl Push {
 
 /// How much of an API's allowance a connection has used (for the
 /// dashboard, metrics and budget alerts). Databases report none.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Usage {
     /// Requests sent (every attempt).
     pub requests: u64,
@@ -144,7 +144,7 @@ pub trait Connector: Send + Sync {
     }
 
     /// Takes a notification the system pushed: verifies it, and remembers
-    /// the records it names so the next read looks at them (DESIGN.md: a
+    /// the records it names so the next read looks at them (docs/semantics.md: a
     /// notification only says "look at record X soon"). Returns how many
     /// events were taken.
     async fn accept_push(&self, push: &Push) -> Result<usize, ConnectorError> {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use puente_core::Side;
 use puente_plan::{ItemPlan, Plan, PlannedWrite, Status};
-use serde::Serialize;
 
 /// What a run reports as it goes (for progress bars and live counts).
 #[derive(Clone, Debug)]
@@ -42,7 +41,7 @@ pub struct RunOptions {
     pub wait: Duration,
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SideCounts {
     pub read: u64,
     pub created: u64,
@@ -51,7 +50,7 @@ pub struct SideCounts {
     pub failed: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct SyncReport {
     pub name: String,
     pub a: SideCounts,
@@ -64,19 +63,15 @@ pub struct SyncReport {
     pub dry_run: bool,
     pub seconds: f64,
     /// The exact writes a dry run would make, one per line.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
     /// A gradual exchange: how far each side's backfill got, and why it
     /// stopped for now.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub backfill: Vec<String>,
     /// A pair may be planned twice in one run (as a partner, then in its own
     /// side's stream): statuses and conflicts are counted once per entry.
-    #[serde(skip)]
     pub(crate) counted: HashSet<(i64, String)>,
     /// Entries whose write failed in this run: not tried again until the
     /// next run (a pair planned twice must not pay for a failure twice).
-    #[serde(skip)]
     pub(crate) failed: HashSet<i64>,
 }
 
@@ -141,6 +136,27 @@ impl SyncReport {
         }
     }
 
+    /// The counts as the run history keeps them (the `runs` table's
+    /// `counts`; the dashboard's recent passes read `a`/`b` from it).
+    pub fn counts(&self) -> serde_json::Value {
+        let side = |c: &SideCounts| {
+            serde_json::json!({
+                "read": c.read, "created": c.created, "updated": c.updated,
+                "deleted": c.deleted, "failed": c.failed,
+            })
+        };
+        serde_json::json!({
+            "a": side(&self.a),
+            "b": side(&self.b),
+            "excluded": self.excluded,
+            "conflicts": self.conflicts,
+            "waiting": self.waiting,
+            "echoes_suppressed": self.echoes_suppressed,
+            "recovered_intents": self.recovered_intents,
+            "seconds": self.seconds,
+        })
+    }
+
     /// The counts, into the log (operators read them there; `--log-format
     /// json` makes them fields a collector can index).
     pub(crate) fn log(&self) {
@@ -168,7 +184,7 @@ impl SyncReport {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct RestoreReport {
     pub sync: String,
     pub side: String,

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use puente_core::ErrorKind;
-use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use puente_state::Marker;
@@ -19,7 +18,7 @@ use puente_state::Marker;
 use crate::{Engine, EngineError, Progress, RunOptions, SyncDef, SyncReport};
 
 /// What a sync is doing right now, for the dashboard and the API.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct Live {
     pub phase: String,
     pub records: u64,
@@ -30,7 +29,7 @@ pub struct Live {
 }
 
 /// The last finished pass.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct LastRun {
     pub finished_at: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
@@ -41,7 +40,7 @@ pub struct LastRun {
 }
 
 /// A worker's state as the outside sees it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct WorkerState {
     pub paused: bool,
     pub running: bool,

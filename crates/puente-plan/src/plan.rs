@@ -1209,7 +1209,7 @@ impl<'r> View<'r> {
     }
 }
 
-/// The field-by-field merge (DESIGN.md, "The merge, field by field").
+/// The field-by-field merge (docs/semantics.md, "The merge, field by field").
 fn merge_fields(
     spec: &SyncSpec,
     refs: &dyn RefLookup,

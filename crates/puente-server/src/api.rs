@@ -11,7 +11,12 @@ use chrono::Utc;
 use puente_core::{Side, Value};
 use puente_engine::RunOptions;
 use puente_plan::Resolution;
-use puente_state::{GroupRow, RecordFilter, RecordRow};
+use puente_state::{RecordFilter, RecordRow};
+
+use crate::wire::{
+    self, BackfillView, ChangeView, ConflictView, CountsView, GroupView, RecordView, ReportView,
+    RestoreView, RunView, UsageView, WorkerView,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -110,15 +115,15 @@ pub struct SyncView {
     pub direction: String,
     pub a: String,
     pub b: String,
-    pub state: puente_engine::scheduler::WorkerState,
+    pub state: WorkerView,
     pub lag_secs: Option<f64>,
-    pub counts: puente_state::StatusCounts,
+    pub counts: CountsView,
     pub total: i64,
     /// Failed records by category (with a hint), then excluded ones by reason.
-    pub failed: Vec<GroupRow>,
-    pub excluded: Vec<GroupRow>,
+    pub failed: Vec<GroupView>,
+    pub excluded: Vec<GroupView>,
     /// A gradual exchange's backfill (none for `all_at_once`).
-    pub backfill: Option<puente_engine::BackfillStatus>,
+    pub backfill: Option<BackfillView>,
     /// The process running a pass of this sync now (this server or
     /// another: a `puente sync` from cron, another worker).
     pub held_by: Option<HolderView>,
@@ -177,6 +182,7 @@ pub async fn sync_view(app: &App, name: &str) -> ApiResult<SyncView> {
         .await
         .map_err(ApiError::internal)?
         .into_iter()
+        .map(GroupView::from)
         .partition(|g| g.status == "failed");
     let backfill = app
         .engine
@@ -191,18 +197,18 @@ pub async fn sync_view(app: &App, name: &str) -> ApiResult<SyncView> {
         .map_err(ApiError::internal)?
         .map(|row| HolderView::new(row, &app.engine.holder));
     Ok(SyncView {
-        backfill,
+        backfill: backfill.as_ref().map(BackfillView::from),
         held_by,
         name: def.name.clone(),
         direction: def.direction.as_str().to_string(),
         a: def.a.label(),
         b: def.b.label(),
         lag_secs: state.lag_secs(Utc::now()),
-        state,
+        state: (&state).into(),
         total: counts.total(),
         failed,
         excluded,
-        counts,
+        counts: (&counts).into(),
     })
 }
 
@@ -221,7 +227,7 @@ pub struct ConnectionView {
     /// ok, failing (with the error), or idle (not used yet).
     pub status: String,
     pub error: Option<String>,
-    pub usage: Option<puente_core::Usage>,
+    pub usage: Option<UsageView>,
 }
 
 pub async fn connection_views(app: &App) -> Vec<ConnectionView> {
@@ -238,7 +244,7 @@ pub async fn connection_views(app: &App) -> Vec<ConnectionView> {
                 (None, None) => "idle".into(),
             },
             error,
-            usage: conn.and_then(|c| c.usage()),
+            usage: conn.and_then(|c| c.usage()).as_ref().map(UsageView::from),
         });
     }
     out
@@ -346,8 +352,8 @@ pub fn csv_response(bytes: Vec<u8>, sync: Option<&str>) -> Response {
 pub struct FieldPair {
     pub a_field: String,
     pub b_field: String,
-    pub a: Option<Value>,
-    pub b: Option<Value>,
+    pub a: serde_json::Value,
+    pub b: serde_json::Value,
     pub differs: bool,
 }
 
@@ -359,11 +365,11 @@ pub struct RecordDetail {
     pub b_id: Option<String>,
     pub a_object: String,
     pub b_object: String,
-    pub row: Option<RecordRow>,
+    pub row: Option<RecordView>,
     /// The mapped fields as each side last held them.
     pub fields: Vec<FieldPair>,
-    pub history: Vec<puente_state::ChangeRow>,
-    pub conflicts: Vec<puente_state::ConflictRow>,
+    pub history: Vec<ChangeView>,
+    pub conflicts: Vec<ConflictView>,
 }
 
 pub async fn record_detail(app: &App, sync: &str, id: i64) -> ApiResult<RecordDetail> {
@@ -398,8 +404,8 @@ pub async fn record_detail(app: &App, sync: &str, id: i64) -> ApiResult<RecordDe
                 differs: a.as_ref().map(Value::to_string) != b.as_ref().map(Value::to_string),
                 a_field: f.a.clone(),
                 b_field: f.b.clone(),
-                a,
-                b,
+                a: a.as_ref().map(wire::value).unwrap_or_default(),
+                b: b.as_ref().map(wire::value).unwrap_or_default(),
             }
         })
         .collect();
@@ -411,8 +417,9 @@ pub async fn record_detail(app: &App, sync: &str, id: i64) -> ApiResult<RecordDe
         .conflicts(Some(sync), false)
         .await
         .map_err(ApiError::internal)?
-        .into_iter()
+        .iter()
         .filter(|c| c.entry_id == id)
+        .map(ConflictView::from)
         .collect();
     Ok(RecordDetail {
         sync: sync.into(),
@@ -421,9 +428,9 @@ pub async fn record_detail(app: &App, sync: &str, id: i64) -> ApiResult<RecordDe
         b_id: entry.b_id.clone(),
         a_object: def.a.label(),
         b_object: def.b.label(),
-        row,
+        row: row.as_ref().map(RecordView::from),
         fields,
-        history,
+        history: history.into_iter().map(ChangeView::from).collect(),
         conflicts,
     })
 }
@@ -467,10 +474,12 @@ pub async fn retry(app: &App, sync: &str) -> ApiResult<serde_json::Value> {
         .await
         .map_err(ApiError::internal)?
         .failed;
-    Ok(json!({ "sync": sync, "retried": before, "still_failed": after, "report": report }))
+    Ok(
+        json!({ "sync": sync, "retried": before, "still_failed": after, "report": ReportView::from(&report) }),
+    )
 }
 
-pub async fn dry_run(app: &App, sync: &str) -> ApiResult<puente_engine::SyncReport> {
+pub async fn dry_run(app: &App, sync: &str) -> ApiResult<ReportView> {
     let def = sync_def(app, sync)?;
     let opts = RunOptions {
         dry_run: true,
@@ -479,6 +488,7 @@ pub async fn dry_run(app: &App, sync: &str) -> ApiResult<puente_engine::SyncRepo
     app.scheduler
         .exclusive(sync, app.engine.run(def, &opts))
         .await
+        .map(|r| ReportView::from(&r))
         .map_err(ApiError::engine)
 }
 
@@ -488,16 +498,12 @@ pub fn side(s: &str) -> ApiResult<Side> {
 
 /// Restores the records deleted on `side` (`dry_run`: only lists them, for
 /// the review screen).
-pub async fn restore(
-    app: &App,
-    sync: &str,
-    side: Side,
-    dry_run: bool,
-) -> ApiResult<puente_engine::RestoreReport> {
+pub async fn restore(app: &App, sync: &str, side: Side, dry_run: bool) -> ApiResult<RestoreView> {
     let def = sync_def(app, sync)?;
     app.scheduler
         .exclusive(sync, app.engine.restore(def, side, dry_run))
         .await
+        .map(|r| RestoreView::from(&r))
         .map_err(ApiError::engine)
 }
 
@@ -576,7 +582,7 @@ async fn h_retry(
 async fn h_dry_run(
     State(app): State<App>,
     Path(name): Path<String>,
-) -> ApiResult<Json<puente_engine::SyncReport>> {
+) -> ApiResult<Json<ReportView>> {
     Ok(Json(dry_run(&app, &name).await?))
 }
 
@@ -590,7 +596,7 @@ async fn h_restore_review(
     State(app): State<App>,
     Path(name): Path<String>,
     Query(q): Query<SideQuery>,
-) -> ApiResult<Json<puente_engine::RestoreReport>> {
+) -> ApiResult<Json<RestoreView>> {
     Ok(Json(restore(&app, &name, side(&q.side)?, true).await?))
 }
 
@@ -598,15 +604,15 @@ async fn h_restore(
     State(app): State<App>,
     Path(name): Path<String>,
     Json(q): Json<SideQuery>,
-) -> ApiResult<Json<puente_engine::RestoreReport>> {
+) -> ApiResult<Json<RestoreView>> {
     Ok(Json(restore(&app, &name, side(&q.side)?, false).await?))
 }
 
 async fn h_records(
     State(app): State<App>,
     Query(q): Query<RecordQuery>,
-) -> ApiResult<Json<Vec<RecordRow>>> {
-    Ok(Json(records(&app, &q, Some(500)).await?))
+) -> ApiResult<Json<Vec<RecordView>>> {
+    Ok(Json(wire::all(&records(&app, &q, Some(500)).await?)))
 }
 
 async fn h_records_csv(
@@ -631,16 +637,16 @@ struct RunsQuery {
 }
 
 /// Run history, newest first (`limit` between 1 and 1,000).
-pub async fn runs(
-    app: &App,
-    sync: Option<&str>,
-    limit: i64,
-) -> ApiResult<Vec<puente_state::RunRow>> {
-    app.engine
+pub async fn runs(app: &App, sync: Option<&str>, limit: i64) -> ApiResult<Vec<RunView>> {
+    Ok(app
+        .engine
         .state
         .runs(sync, limit.clamp(1, 1000))
         .await
-        .map_err(ApiError::internal)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(RunView::from)
+        .collect())
 }
 
 /// The conflict inbox (`open_only`: held ones; else settled ones too).
@@ -648,18 +654,20 @@ pub async fn conflicts(
     app: &App,
     sync: Option<&str>,
     open_only: bool,
-) -> ApiResult<Vec<puente_state::ConflictRow>> {
-    app.engine
+) -> ApiResult<Vec<ConflictView>> {
+    let rows = app
+        .engine
         .state
         .conflicts(sync.filter(|s| !s.is_empty()), open_only)
         .await
-        .map_err(ApiError::internal)
+        .map_err(ApiError::internal)?;
+    Ok(wire::all(&rows))
 }
 
 async fn h_runs(
     State(app): State<App>,
     Query(q): Query<RunsQuery>,
-) -> ApiResult<Json<Vec<puente_state::RunRow>>> {
+) -> ApiResult<Json<Vec<RunView>>> {
     Ok(Json(
         runs(&app, q.sync.as_deref(), q.limit.unwrap_or(50)).await?,
     ))
@@ -675,7 +683,7 @@ struct ConflictsQuery {
 async fn h_conflicts(
     State(app): State<App>,
     Query(q): Query<ConflictsQuery>,
-) -> ApiResult<Json<Vec<puente_state::ConflictRow>>> {
+) -> ApiResult<Json<Vec<ConflictView>>> {
     Ok(Json(conflicts(&app, q.sync.as_deref(), !q.all).await?))
 }
 

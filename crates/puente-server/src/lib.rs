@@ -12,6 +12,7 @@ mod auth;
 mod hooks;
 mod metrics;
 mod web;
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -55,11 +55,8 @@ pub fn templates() -> Environment<'static> {
         } else if let Some(s) = v.as_str() {
             s.to_string()
         } else {
-            // A typed value: {"type": …, "value": …} or a bare scalar.
-            match v.get_attr("value") {
-                Ok(inner) if !inner.is_undefined() => inner.to_string(),
-                _ => v.to_string(),
-            }
+            // A number, a boolean, or a multi-choice's list (wire::value).
+            v.to_string()
         }
     });
     env
@@ -128,12 +125,7 @@ async fn sync_page(
     Query(d): Query<Done>,
 ) -> Response {
     let sync = tryp!(app, caller, api::sync_view(&app, &name).await);
-    let runs = app
-        .engine
-        .state
-        .runs(Some(&name), 10)
-        .await
-        .unwrap_or_default();
+    let runs = api::runs(&app, Some(&name), 10).await.unwrap_or_default();
     page(
         &app,
         &caller,
@@ -158,6 +150,7 @@ async fn records_page(
     let mut rows = tryp!(app, caller, api::records(&app, &query, None).await);
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
+    let rows: Vec<crate::wire::RecordView> = crate::wire::all(&rows);
     let pairs = [
         ("sync", &q.sync),
         ("status", &q.status),

@@ -170,7 +170,7 @@ pub struct Commit {
     pub lease: Option<Lease>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StatusCounts {
     pub in_sync: i64,
     pub failed: i64,
@@ -189,7 +189,7 @@ impl StatusCounts {
 /// Every status an entry can be in (ARCHITECTURE.md: exactly one).
 pub const STATUSES: [&str; 5] = ["in_sync", "failed", "excluded", "deleted", "waiting"];
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct RecordRow {
     pub sync: String,
     pub entry_id: i64,
@@ -255,7 +255,7 @@ pub struct RecordFilter {
 }
 
 /// Records of one status grouped by failure category or exclusion reason.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct GroupRow {
     pub status: String,
     pub label: String,
@@ -264,7 +264,7 @@ pub struct GroupRow {
     pub hint: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct RunRow {
     pub id: i64,
     pub sync: String,
@@ -276,7 +276,7 @@ pub struct RunRow {
     pub error: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ConflictRow {
     pub id: i64,
     pub sync: String,
@@ -291,7 +291,7 @@ pub struct ConflictRow {
     pub state: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ChangeRow {
     pub run_id: i64,
     pub side: String,

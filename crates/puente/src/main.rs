@@ -35,6 +35,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use puente_core::Side;
 use puente_engine::{config, Engine, Progress, RunOptions};
 use puente_plan::Resolution;
+use puente_server::wire;
 use puente_state::RecordFilter;
 
 #[derive(Parser)]
@@ -299,7 +300,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 outln!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &serde_json::json!({ "syncs": done.reports, "skipped": skipped })
+                        &serde_json::json!({ "syncs": wire::all::<_, wire::ReportView>(&done.reports), "skipped": skipped })
                     )?
                 );
             } else {
@@ -348,7 +349,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 })
                 .await?;
             match format {
-                Format::Json => outln!("{}", serde_json::to_string_pretty(&rows)?),
+                Format::Json => outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&wire::all::<_, wire::RecordView>(&rows))?
+                ),
                 Format::Csv => output::records_csv(&rows, std::io::stdout())?,
                 Format::Table => output::records_table(&rows),
             }
@@ -398,7 +402,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 None => {
                     let rows = e.state.conflicts(sync.as_deref(), !all).await?;
                     if json {
-                        outln!("{}", serde_json::to_string_pretty(&rows)?);
+                        outln!(
+                            "{}",
+                            serde_json::to_string_pretty(&wire::all::<_, wire::ConflictView>(
+                                &rows
+                            ))?
+                        );
                     } else {
                         output::conflicts_table(&rows);
                     }

@@ -245,7 +245,8 @@ async fn contract(db: Db) {
         .unwrap_err();
     assert!(err.message.contains("cannot be written"), "{}", err.message);
 
-    // A table that does not exist is a config error naming it.
+    // A table that does not exist is a config error naming it, the tables
+    // there, and the one meant.
     let err = conn
         .open(&ObjectSpec {
             object: "nope".into(),
@@ -256,9 +257,26 @@ async fn contract(db: Db) {
         .err()
         .unwrap();
     assert!(
-        err.message.contains("table nope does not exist"),
+        err.message.contains("table nope does not exist") && err.message.contains("items"),
         "{}",
         err.message
+    );
+    let err = conn
+        .open(&ObjectSpec {
+            object: "itmes".into(),
+            page_size: 1,
+            ..ObjectSpec::default()
+        })
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("did you mean \"items\"?"),
+        "{:?}",
+        err.hint
     );
 }
 

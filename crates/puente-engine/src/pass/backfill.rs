@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use puente_core::{ChangeDetection, Side};
 use puente_plan::{ItemPlan, Plan, PlannedWrite, Status, Wait};
 use puente_state::{Marker, Revisit};
-use serde::Serialize;
 
 use super::{side_idx, Pass};
 use crate::schedule::Backfill;
@@ -192,7 +191,7 @@ pub(super) fn hold_create(it: &mut ItemPlan, side: Side, reason: Wait) -> bool {
 }
 
 /// Where a gradual exchange stands, for the dashboard and the API.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct BackfillStatus {
     /// `HH:MM-HH:MM UTC`, when the backfill is limited to a window.
     pub window: Option<String>,

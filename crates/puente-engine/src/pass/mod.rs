@@ -122,7 +122,7 @@ impl Engine {
         let mut report = pass.report;
         report.seconds = clock.elapsed().as_secs_f64();
         if !opts.dry_run {
-            let counts = serde_json::to_value(&report).unwrap_or_default();
+            let counts = report.counts();
             let (status, err) = match &result {
                 Ok(()) => ("ok", None),
                 Err(e) => ("failed", Some(e.to_string())),

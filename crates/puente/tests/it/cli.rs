@@ -36,7 +36,10 @@ fn validate_names_the_file_line_and_fix() {
         t.contains("puente.toml:8: sync s: b.connection \"shpo\" is not defined"),
         "{t}"
     );
-    assert!(t.contains("fix: use one of: shop"), "{t}");
+    assert!(
+        t.contains("fix: did you mean \"shop\"? use one of: shop"),
+        "{t}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
