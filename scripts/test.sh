@@ -11,11 +11,14 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # Licenses, bans and sources of every dependency.
 command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
 cargo deny --log-level error check licenses bans sources
-# Advisories need the RustSec database, which is fetched from GitHub: checked
-# wherever it can be fetched, and said so where it cannot.
-if timeout 120 cargo deny --log-level error fetch db >/dev/null 2>&1; then
-    cargo deny --log-level error check advisories
-else
-    echo "advisories: NOT checked, the RustSec database cannot be fetched from this machine" >&2
-fi
+# No unused dependencies. --with-metadata resolves each crate's dependencies
+# through cargo, so dev-dependencies are checked too (without it, machete
+# reads only [dependencies]). A false positive (a crate used only through a
+# macro or a feature) goes in that crate's [package.metadata.cargo-machete]
+# `ignored`, with a comment saying why.
+command -v cargo-machete >/dev/null || cargo install --locked cargo-machete
+cargo machete --with-metadata
+# Advisories against the RustSec database: fetched where it can be, else the
+# snapshot in ../shared/advisory-db; fails when neither is there.
+scripts/advisories.sh
 cargo test --workspace
