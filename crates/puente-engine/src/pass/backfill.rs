@@ -147,13 +147,10 @@ impl Pass<'_> {
         };
         let mut planned = 0;
         loop {
-            let held = self
-                .engine
-                .state
-                .revisit_page(self.sync(), &page, self.page_size())
-                .await?;
-            let Some(last) = held.last() else { break };
-            page.after = last.id;
+            let held = self.next_revisits(&mut page).await?;
+            if held.is_empty() {
+                break;
+            }
             planned += held.len();
             self.replan(&held, false).await?;
         }

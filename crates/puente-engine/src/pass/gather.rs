@@ -10,7 +10,7 @@ use puente_plan::{key_of, plan, Entry, Plan, PlanInput};
 use tracing::Instrument;
 
 use super::deletes::UnrecordedDeletes;
-use super::{side_idx, Pass};
+use super::{live_ids, side_idx, Pass};
 use crate::EngineError;
 
 impl Pass<'_> {
@@ -88,12 +88,8 @@ impl Pass<'_> {
             // A first sight merges current values: read the records these
             // entries stand for (seen values may be stale).
             for side in [Side::A, Side::B] {
-                let ids: Vec<String> = by_key
-                    .iter()
-                    .filter(|e| !e.deleted_on(side))
-                    .filter_map(|e| e.id_on(side).cloned())
-                    .collect();
-                self.read_unread(&mut read, side, ids).await?;
+                self.read_unread(&mut read, side, live_ids(&by_key, side))
+                    .await?;
             }
             entries.extend(by_key);
         }
@@ -150,13 +146,7 @@ impl Pass<'_> {
     ) -> Result<[u64; 2], EngineError> {
         let mut read = [Vec::new(), Vec::new()];
         for side in [Side::A, Side::B] {
-            let want: Vec<String> = entries
-                .iter()
-                .filter(|e| !e.deleted_on(side))
-                .filter_map(|e| e.id_on(side))
-                .cloned()
-                .collect();
-            read[side_idx(side)] = self.read_ids(side, &want).await?;
+            read[side_idx(side)] = self.read_ids(side, &live_ids(entries, side)).await?;
         }
         let counts = [read[0].len() as u64, read[1].len() as u64];
         let (mut p, old) = self

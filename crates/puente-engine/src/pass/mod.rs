@@ -53,6 +53,15 @@ pub(crate) fn side_idx(s: Side) -> usize {
     }
 }
 
+/// The ids `entries` hold on `side`, where the record is not deleted.
+pub(crate) fn live_ids(entries: &[puente_plan::Entry], side: Side) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| !e.deleted_on(side))
+        .filter_map(|e| e.id_on(side).cloned())
+        .collect()
+}
+
 pub(crate) fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -245,6 +254,36 @@ impl Pass<'_> {
         let more = self.read_ids(side, &want).await?;
         read[side_idx(side)].extend(more);
         Ok(())
+    }
+
+    /// One page of `side`'s records (changed since `since`, when given).
+    pub async fn read_page(
+        &self,
+        side: Side,
+        since: Option<&puente_core::Cursor>,
+        token: Option<String>,
+    ) -> Result<puente_core::Page, EngineError> {
+        self.obj(side)
+            .read(since, token)
+            .await
+            .map_err(self.connector_err(side))
+    }
+
+    /// The next page of entries to revisit under `page`'s filter (empty at
+    /// the end); `page` moves past it.
+    pub async fn next_revisits(
+        &self,
+        page: &mut puente_state::Revisit,
+    ) -> Result<Vec<puente_plan::Entry>, EngineError> {
+        let entries = self
+            .engine
+            .state
+            .revisit_page(self.sync(), page, self.page_size())
+            .await?;
+        if let Some(last) = entries.last() {
+            page.after = last.id;
+        }
+        Ok(entries)
     }
 
     /// The committed cursor of `side`, unless the pass is a full one.

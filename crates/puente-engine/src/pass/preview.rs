@@ -7,7 +7,7 @@ use puente_plan::render;
 use puente_state::Revisit;
 
 use super::deletes::UnrecordedDeletes;
-use super::{side_idx, Pass};
+use super::{live_ids, side_idx, Pass};
 use crate::EngineError;
 
 impl Pass<'_> {
@@ -20,11 +20,7 @@ impl Pass<'_> {
             let since = self.cursor(side).await?;
             let mut token = None;
             loop {
-                let page = self
-                    .obj(side)
-                    .read(since.as_ref(), token)
-                    .await
-                    .map_err(self.connector_err(side))?;
+                let page = self.read_page(side, since.as_ref(), token).await?;
                 read[side_idx(side)].extend(page.records);
                 token = page.next;
                 if token.is_none() {
@@ -39,20 +35,13 @@ impl Pass<'_> {
             skip: None,
         };
         loop {
-            let revisit = self
-                .engine
-                .state
-                .revisit_page(self.sync(), &page, self.page_size())
-                .await?;
-            let Some(last) = revisit.last() else { break };
-            page.after = last.id;
+            let revisit = self.next_revisits(&mut page).await?;
+            if revisit.is_empty() {
+                break;
+            }
             for side in [Side::A, Side::B] {
-                let ids: Vec<String> = revisit
-                    .iter()
-                    .filter(|e| !e.deleted_on(side))
-                    .filter_map(|e| e.id_on(side).cloned())
-                    .collect();
-                self.read_unread(&mut read, side, ids).await?;
+                self.read_unread(&mut read, side, live_ids(&revisit, side))
+                    .await?;
             }
         }
         self.report.a.read += read[0].len() as u64;

@@ -20,15 +20,10 @@ impl Pass<'_> {
             skip: holding.then_some(Wait::Backfill.code()),
         };
         loop {
-            let entries = self
-                .engine
-                .state
-                .revisit_page(self.sync(), &page, self.page_size())
-                .await?;
-            let Some(last) = entries.last() else {
+            let entries = self.next_revisits(&mut page).await?;
+            if entries.is_empty() {
                 return Ok(());
-            };
-            page.after = last.id;
+            }
             let read = self.replan(&entries, holding).await?;
             self.report.a.read += read[0];
             self.report.b.read += read[1];

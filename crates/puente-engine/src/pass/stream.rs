@@ -54,11 +54,7 @@ impl Pass<'_> {
         }
         let mut n = 0;
         loop {
-            let page = self
-                .obj(side)
-                .read(since.as_ref(), token)
-                .await
-                .map_err(self.connector_err(side))?;
+            let page = self.read_page(side, since.as_ref(), token).await?;
             n += page.records.len();
             self.report.side(side).read += page.records.len() as u64;
             self.progress(Progress::Reading {
