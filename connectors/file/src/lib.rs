@@ -42,6 +42,15 @@ impl CsvConnector {
             })
             .unwrap_or_default();
         files.sort();
+        // CSV files first among the candidates; anything else only if none.
+        let csv: Vec<String> = files
+            .iter()
+            .filter(|f| f.to_ascii_lowercase().ends_with(".csv"))
+            .cloned()
+            .collect();
+        if !csv.is_empty() {
+            files = csv;
+        }
         let meant = [format!("{object}.csv")]
             .into_iter()
             .find(|f| files.contains(f))
@@ -64,10 +73,10 @@ impl CsvConnector {
         } else {
             format!("files: {}", files.join(", "))
         };
+        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
         ConnectorError::config(format!(
-            "{}: no file named {object:?} ({} holds {there})",
-            self.dir.join(object).display(),
-            self.dir.display()
+            "no file named {object:?} in {} (it holds {there})",
+            dir.display()
         ))
         .with_hint(hint)
     }

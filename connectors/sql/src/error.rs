@@ -10,6 +10,22 @@ pub fn connect_error(url: &str, e: sqlx::Error) -> ConnectorError {
             if code.starts_with("28") || code == "1045" || code == "1044" {
                 ConnectorError::new(ErrorKind::Auth, format!("{url}: {}", db.message()))
                     .with_hint("check the user and password in the connection's url secret")
+            } else if code == "14" && url.starts_with("sqlite:") {
+                // SQLITE_CANTOPEN: most often a file that is not there.
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:")
+                    .split('?')
+                    .next()
+                    .unwrap_or("");
+                let why = if std::path::Path::new(path).exists() {
+                    format!("{path} cannot be opened: {}", db.message())
+                } else {
+                    format!("no SQLite database at {path}")
+                };
+                ConnectorError::config(format!("{url}: {why}")).with_hint(
+                    "fix the path (a relative one is read from the config file's folder), or create the database",
+                )
             } else if code == "3D000" || code == "1049" {
                 ConnectorError::config(format!("{url}: {}", db.message()))
                     .with_hint("create the database or fix its name in the url")

@@ -131,20 +131,8 @@ impl Engine {
 
     /// Opens both objects of a sync and compiles it against their schemas.
     pub async fn open_sync(&self, def: &SyncDef) -> Result<OpenSync, EngineError> {
-        let mut objs = Vec::new();
-        for ep in [&def.a, &def.b] {
-            let c = self.connector(&ep.connection).await?;
-            let o = c
-                .open(&ep.spec)
-                .await
-                .map_err(|source| EngineError::Connector {
-                    connection: ep.connection.clone(),
-                    source,
-                })?;
-            objs.push(o);
-        }
-        let b = objs.pop().expect("two objects");
-        let a = objs.pop().expect("two objects");
+        let a = self.open_endpoint(&def.a).await?;
+        let b = self.open_endpoint(&def.b).await?;
         let file = self.config.path.display().to_string();
         let (spec, diagnostics) = compile::compile(def, &file, a.schema(), b.schema());
         Ok(OpenSync {
@@ -155,11 +143,42 @@ impl Engine {
         })
     }
 
+    /// Opens one side's object (discovering its schema).
+    async fn open_endpoint(
+        &self,
+        ep: &config::EndpointDef,
+    ) -> Result<Arc<dyn Object>, EngineError> {
+        let c = self.connector(&ep.connection).await?;
+        c.open(&ep.spec)
+            .await
+            .map_err(|source| EngineError::Connector {
+                connection: ep.connection.clone(),
+                source,
+            })
+    }
+
     /// Live checks of every sync: connections, objects, fields, picklists.
+    /// A side that cannot be opened is reported at its own line.
     pub async fn validate_live(&self) -> Vec<Diagnostic> {
         let mut out = Vec::new();
         let file = self.config.path.display().to_string();
         for def in &self.config.syncs {
+            let mut opened = true;
+            for (side, ep) in [("a", &def.a), ("b", &def.b)] {
+                if let Err(e) = self.open_endpoint(ep).await {
+                    opened = false;
+                    out.push(Diagnostic {
+                        file: file.clone(),
+                        line: ep.line,
+                        message: format!("sync {}: {side}: {e}", def.name),
+                        fix: None,
+                        warning: false,
+                    });
+                }
+            }
+            if !opened {
+                continue;
+            }
             match self.open_sync(def).await {
                 Ok(o) => out.extend(o.diagnostics),
                 Err(e) => out.push(Diagnostic {
