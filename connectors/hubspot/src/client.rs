@@ -1,90 +1,20 @@
-//! HubSpot's API as the connector sees it: auth (private-app token or
-//! OAuth with refresh), the shared rate governor (ten-secondly and search
-//! lanes), retries, and HubSpot's error bodies turned into our errors.
+//! HubSpot's API as the connector sees it: auth (a private app's token,
+//! or an OAuth app's tokens through puente-http's OAuth client, refreshed
+//! before they expire), the shared rate governor (ten-secondly and search
+//! lanes) and the account's daily quota, retries, and HubSpot's error
+//! bodies turned into our errors and per-record failures with hints.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use puente_core::{ConnectorError, ErrorKind, Failure, FailureCategory};
 use puente_http::governor::ReportedBy;
+use puente_http::oauth::{Flow, OAuthApp, OAuthSession, Provider, Refusal, Secret};
 use puente_http::{Call, Governor, HttpClient, HttpError, Limit, Quota, RetryPolicy, Throttle};
 use reqwest::Method;
 use serde_json::Value as J;
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 
-pub const DEFAULT_BASE_URL: &str = "https://api.hubapi.com";
-
-/// How the connector authenticates.
-#[derive(Clone)]
-pub enum Auth {
-    /// A private app's access token.
-    Token(String),
-    /// An OAuth app: tokens refreshed before they expire.
-    OAuth {
-        client_id: String,
-        client_secret: String,
-        refresh_token: String,
-    },
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Secrets never reach a log.
-        match self {
-            Auth::Token(_) => f.write_str("Token(***)"),
-            Auth::OAuth { client_id, .. } => write!(f, "OAuth {{ client_id: {client_id}, .. }}"),
-        }
-    }
-}
-
-/// Settings of one HubSpot connection.
-#[derive(Clone)]
-pub struct Settings {
-    pub base_url: String,
-    pub auth: Auth,
-    /// The app's client secret, which signs webhooks.
-    pub webhook_secret: Option<String>,
-    /// Requests per 10 s to start from (corrected by HubSpot's headers).
-    pub rate_limit_per_10s: u32,
-    pub search_per_sec: u32,
-    /// Where OAuth access tokens outlive the process (sealed in the state
-    /// store by the engine).
-    pub token_cache: Option<Arc<dyn puente_core::TokenCache>>,
-}
-
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Secrets never reach a log.
-        f.debug_struct("Settings")
-            .field("base_url", &self.base_url)
-            .field("auth", &self.auth)
-            .field(
-                "webhook_secret",
-                &self.webhook_secret.as_ref().map(|_| "***"),
-            )
-            .field("rate_limit_per_10s", &self.rate_limit_per_10s)
-            .field("search_per_sec", &self.search_per_sec)
-            .field("token_cache", &self.token_cache.is_some())
-            .finish()
-    }
-}
-
-impl Settings {
-    pub fn new(base_url: Option<String>, auth: Auth) -> Settings {
-        Settings {
-            base_url: base_url
-                .unwrap_or_else(|| DEFAULT_BASE_URL.to_string())
-                .trim_end_matches('/')
-                .to_string(),
-            auth,
-            webhook_secret: None,
-            rate_limit_per_10s: 100,
-            search_per_sec: 5,
-            token_cache: None,
-        }
-    }
-}
+use crate::config::{Auth, Settings, DEFAULT_BASE_URL};
 
 const HEADERS: ReportedBy = ReportedBy {
     max: "x-hubspot-ratelimit-max",
@@ -98,6 +28,32 @@ pub struct Answer {
     pub body: J,
 }
 
+impl Answer {
+    /// The body of a successful answer; a 4xx or 5xx as an error naming
+    /// what was being done to which object (`listing contacts`).
+    pub(crate) fn ok(self, what: &str, object: &str) -> Result<J, ConnectorError> {
+        if self.status >= 400 {
+            return Err(ConnectorError::new(
+                ErrorKind::External,
+                format!(
+                    "{what} {object}: HubSpot answered {} ({})",
+                    self.status,
+                    message(&self.body)
+                ),
+            ));
+        }
+        Ok(self.body)
+    }
+}
+
+/// What the connector authenticates with.
+enum Credential {
+    /// A private app's access token.
+    Token(Secret),
+    /// An OAuth app's tokens.
+    OAuth(Box<OAuthSession>),
+}
+
 pub struct Client {
     pub settings: Settings,
     http: HttpClient,
@@ -105,7 +61,7 @@ pub struct Client {
     search: Arc<Governor>,
     /// The account's daily quota (reported on private-app calls).
     daily: Arc<Quota>,
-    access: Mutex<Option<(String, Instant)>>,
+    auth: Credential,
 }
 
 fn policy() -> RetryPolicy {
@@ -120,6 +76,45 @@ fn policy() -> RetryPolicy {
         }),
         ..RetryPolicy::default()
     }
+}
+
+/// HubSpot's authorization server: the token endpoint on the API's own
+/// origin, client id and secret in the form body, access tokens of 30
+/// minutes refreshed 5 minutes before they expire (HubSpot: refresh on
+/// `expires_in`, not on a 401), its refusals read by [`refusal`].
+fn provider(base_url: &str) -> Provider {
+    let mut p = Provider::new("HubSpot", format!("{base_url}/oauth/v1/token"));
+    p.authorize_url = Some(if base_url == DEFAULT_BASE_URL {
+        "https://app.hubspot.com/oauth/authorize".to_string()
+    } else {
+        format!("{base_url}/oauth/authorize")
+    });
+    p.refresh_margin = Duration::from_secs(300);
+    p.default_ttl = Duration::from_secs(1800);
+    p.refusal = refusal;
+    p
+}
+
+/// HubSpot's refusal of a token request: its `status` (`BAD_REFRESH_TOKEN`,
+/// `BAD_CLIENT_ID`…) and `message`.
+fn refusal(r: &Refusal<'_>) -> ConnectorError {
+    let status = r.body.get("status").and_then(J::as_str).unwrap_or("");
+    ConnectorError::new(
+        ErrorKind::Auth,
+        format!(
+            "HubSpot refused to {} ({status}: {})",
+            r.grant.doing(),
+            r.body
+                .get("message")
+                .and_then(J::as_str)
+                .unwrap_or("no message")
+        ),
+    )
+    .with_hint(match status {
+        "BAD_REFRESH_TOKEN" => "the refresh token was revoked (the app was uninstalled or re-authorized): authorize the app again and store the new refresh token",
+        "BAD_AUTH_CODE" | "BAD_REDIRECT_URI" => "authorize the app again: a code is good for one exchange, with the redirect_uri it was issued for",
+        _ => "check client_id and client_secret of the connection",
+    })
 }
 
 impl Client {
@@ -154,13 +149,35 @@ impl Client {
             Some("x-hubspot-ratelimit-daily"),
         );
         let http = HttpClient::new(policy(), &settings.base_url);
+        let auth = match &settings.auth {
+            Auth::Token(t) => Credential::Token(Secret::new(t.as_str())),
+            Auth::OAuth {
+                client_id,
+                client_secret,
+                refresh_token,
+            } => {
+                // Token requests share the API's client, ten-secondly lane
+                // and daily quota: HubSpot counts them like any call.
+                let app = OAuthApp::new(
+                    provider(&settings.base_url),
+                    client_id.as_str(),
+                    Secret::new(client_secret.as_str()),
+                )
+                .with_transport(http.clone(), burst.clone(), Some(daily.clone()));
+                Credential::OAuth(Box::new(OAuthSession::new(
+                    app,
+                    Flow::RefreshToken(Secret::new(refresh_token.as_str())),
+                    settings.token_cache.clone(),
+                )))
+            }
+        };
         Client {
             settings,
             http,
             burst,
             search,
             daily,
-            access: Mutex::new(None),
+            auth,
         }
     }
 
@@ -185,100 +202,13 @@ impl Client {
         self.http.stats.snapshot()
     }
 
-    /// The bearer token to send, refreshing an OAuth token that is about to
-    /// expire (HubSpot says: refresh on `expires_in`, not on a 401).
-    async fn bearer(&self, force_refresh: bool) -> Result<String, ConnectorError> {
-        let (client_id, client_secret, refresh_token) = match &self.settings.auth {
-            Auth::Token(t) => return Ok(t.clone()),
-            Auth::OAuth {
-                client_id,
-                client_secret,
-                refresh_token,
-            } => (client_id, client_secret, refresh_token),
-        };
-        let mut access = self.access.lock().await;
-        // Whose token a cached one is: a changed app or refresh token (a
-        // re-authorization, maybe of another account) must not reuse it.
-        let owner = {
-            use sha2::Digest;
-            let d = sha2::Sha256::new()
-                .chain_update(client_id.as_bytes())
-                .chain_update([0])
-                .chain_update(refresh_token.as_bytes())
-                .finalize();
-            hex::encode(&d[..8])
-        };
-        if access.is_none() && !force_refresh {
-            if let Some(cache) = &self.settings.token_cache {
-                *access = cached_token(cache.load().await.as_deref(), &owner);
-            }
+    /// The bearer token to send: an OAuth app's is refreshed before it
+    /// expires.
+    async fn bearer(&self) -> Result<Secret, ConnectorError> {
+        match &self.auth {
+            Credential::Token(t) => Ok(t.clone()),
+            Credential::OAuth(session) => session.access_token().await,
         }
-        if let Some((t, exp)) = access.as_ref() {
-            if !force_refresh && *exp > Instant::now() + Duration::from_secs(300) {
-                return Ok(t.clone());
-            }
-        }
-        let form = [
-            ("grant_type", "refresh_token"),
-            ("client_id", client_id.as_str()),
-            ("client_secret", client_secret.as_str()),
-            ("refresh_token", refresh_token.as_str()),
-        ];
-        let body = serde_urlencoded::to_string(form).expect("form encodes");
-        let build = move |r: reqwest::RequestBuilder| {
-            r.header("content-type", "application/x-www-form-urlencoded")
-                .body(body.clone())
-        };
-        let resp = self
-            .http
-            .send(Call {
-                method: Method::POST,
-                url: format!("{}/oauth/v1/token", self.settings.base_url),
-                route: "/oauth/v1/token",
-                lane: &self.burst,
-                quota: Some(&self.daily),
-                idempotent: true,
-                build: &build,
-            })
-            .await
-            .map_err(transport)?;
-        let v: J = serde_json::from_slice(&resp.body).unwrap_or(J::Null);
-        if !resp.status.is_success() {
-            let status = v.get("status").and_then(J::as_str).unwrap_or("");
-            return Err(ConnectorError::new(
-                ErrorKind::Auth,
-                format!(
-                    "HubSpot refused to refresh the OAuth token ({status}: {})",
-                    v.get("message").and_then(J::as_str).unwrap_or("no message")
-                ),
-            )
-            .with_hint(if status == "BAD_REFRESH_TOKEN" {
-                "the refresh token was revoked (the app was uninstalled or re-authorized): authorize the app again and store the new refresh token"
-            } else {
-                "check client_id and client_secret of the connection"
-            }));
-        }
-        let token = v
-            .get("access_token")
-            .and_then(J::as_str)
-            .ok_or_else(|| {
-                ConnectorError::new(
-                    ErrorKind::External,
-                    "HubSpot's token answer has no access_token",
-                )
-            })?
-            .to_string();
-        let ttl = v.get("expires_in").and_then(J::as_u64).unwrap_or(1800);
-        *access = Some((token.clone(), Instant::now() + Duration::from_secs(ttl)));
-        if let Some(cache) = &self.settings.token_cache {
-            let entry = serde_json::json!({
-                "access_token": token,
-                "expires_at": unix_now() + ttl,
-                "owner": owner,
-            });
-            cache.store(&entry.to_string()).await;
-        }
-        Ok(token)
     }
 
     /// Sends one API call. `route` is the template logged; `idempotent`
@@ -299,10 +229,11 @@ impl Client {
         let mut refreshed = false;
         let mut unreadable = 0;
         loop {
-            let token = self.bearer(false).await?;
+            let token = self.bearer().await?;
+            let bearer = token.expose().to_string();
             let payload = body.map(|b| serde_json::to_vec(b).expect("json encodes"));
             let build = move |r: reqwest::RequestBuilder| {
-                let r = r.bearer_auth(&token).header("accept", "application/json");
+                let r = r.bearer_auth(&bearer).header("accept", "application/json");
                 match &payload {
                     Some(p) => r.header("content-type", "application/json").body(p.clone()),
                     None => r,
@@ -341,8 +272,8 @@ impl Client {
                     }
                 }
             };
-            if status == 401 && !refreshed && matches!(self.settings.auth, Auth::OAuth { .. }) {
-                self.bearer(true).await?;
+            if let (401, false, Credential::OAuth(session)) = (status, refreshed, &self.auth) {
+                session.rejected(&token).await?;
                 refreshed = true;
                 continue;
             }
@@ -446,26 +377,46 @@ pub fn failure(e: &J, record: &str) -> Failure {
     }
 }
 
-fn unix_now() -> u64 {
-    chrono::Utc::now().timestamp().max(0) as u64
-}
+#[cfg(test)]
+mod tests {
+    use puente_http::oauth::Grant;
 
-/// A cached access token of `owner`'s, if it has more than five minutes
-/// left.
-fn cached_token(cached: Option<&str>, owner: &str) -> Option<(String, Instant)> {
-    let v: J = serde_json::from_str(cached?).ok()?;
-    if v.get("owner").and_then(J::as_str) != Some(owner) {
-        return None;
+    use super::*;
+
+    fn refused(grant: Grant, body: J) -> ConnectorError {
+        refusal(&Refusal {
+            vendor: "HubSpot",
+            grant,
+            status: 400,
+            body: &body,
+        })
     }
-    let token = v.get("access_token").and_then(J::as_str)?;
-    let left = v
-        .get("expires_at")
-        .and_then(J::as_u64)?
-        .checked_sub(unix_now())?;
-    (left > 300).then(|| {
-        (
-            token.to_string(),
-            Instant::now() + Duration::from_secs(left),
-        )
-    })
+
+    #[test]
+    fn hubspot_refusals_say_what_to_do() {
+        let e = refused(
+            Grant::RefreshToken,
+            serde_json::json!({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token", "error": "invalid_grant"}),
+        );
+        assert_eq!(e.kind, ErrorKind::Auth);
+        assert_eq!(
+            e.message,
+            "HubSpot refused to refresh the OAuth token (BAD_REFRESH_TOKEN: missing or unknown refresh token)"
+        );
+        assert!(e.hint.unwrap().contains("authorize the app again"));
+        let e = refused(
+            Grant::AuthorizationCode,
+            serde_json::json!({"status": "BAD_AUTH_CODE", "message": "missing or unknown auth code"}),
+        );
+        assert!(e
+            .message
+            .starts_with("HubSpot refused to exchange the authorization code"));
+        assert!(e.hint.unwrap().contains("a code is good for one exchange"));
+        let e = refused(
+            Grant::RefreshToken,
+            serde_json::json!({"status": "BAD_CLIENT_ID"}),
+        );
+        assert!(e.message.ends_with("(BAD_CLIENT_ID: no message)"), "{e}");
+        assert!(e.hint.unwrap().contains("client_secret"));
+    }
 }

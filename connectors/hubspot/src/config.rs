@@ -1,5 +1,6 @@
 //! `kind = "hubspot"`: one HubSpot account, through a private app's token
-//! or an OAuth app; the connection's table, checked.
+//! or an OAuth app; the connection's table, checked, and the [`Settings`]
+//! it gives.
 
 use std::sync::Arc;
 
@@ -7,13 +8,87 @@ use async_trait::async_trait;
 use puente_core::config::{ConnectContext, ConnectionConfig, ConnectorKind, Key, KeyType, Table};
 use puente_core::{Connector, ConnectorError};
 
-use crate::{Auth, HubSpotConnector, Settings};
+use crate::HubSpotConnector;
 
 /// HubSpot, as a connector kind.
 pub struct HubSpotKind;
 
 /// The HubSpot kind, for the engine's list of connectors.
 pub static KIND: HubSpotKind = HubSpotKind;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.hubapi.com";
+
+/// How the connector authenticates.
+#[derive(Clone)]
+pub enum Auth {
+    /// A private app's access token.
+    Token(String),
+    /// An OAuth app: tokens refreshed before they expire.
+    OAuth {
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+    },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach a log.
+        match self {
+            Auth::Token(_) => f.write_str("Token(***)"),
+            Auth::OAuth { client_id, .. } => write!(f, "OAuth {{ client_id: {client_id}, .. }}"),
+        }
+    }
+}
+
+/// Settings of one HubSpot connection.
+#[derive(Clone)]
+pub struct Settings {
+    pub base_url: String,
+    pub auth: Auth,
+    /// The app's client secret, which signs webhooks.
+    pub webhook_secret: Option<String>,
+    /// Requests per 10 s to start from (corrected by HubSpot's headers).
+    pub rate_limit_per_10s: u32,
+    pub search_per_sec: u32,
+    /// Where an OAuth app's token set (access token, its expiry, the
+    /// current refresh token) outlives the process: the engine seals it in
+    /// the state store's vault.
+    pub token_cache: Option<Arc<dyn puente_core::TokenCache>>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach a log.
+        f.debug_struct("Settings")
+            .field("base_url", &self.base_url)
+            .field("auth", &self.auth)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "***"),
+            )
+            .field("rate_limit_per_10s", &self.rate_limit_per_10s)
+            .field("search_per_sec", &self.search_per_sec)
+            .field("token_cache", &self.token_cache.is_some())
+            .finish()
+    }
+}
+
+impl Settings {
+    pub fn new(base_url: Option<String>, auth: Auth) -> Settings {
+        Settings {
+            base_url: base_url
+                .unwrap_or_else(|| DEFAULT_BASE_URL.to_string())
+                .trim_end_matches('/')
+                .to_string(),
+            auth,
+            webhook_secret: None,
+            rate_limit_per_10s: 100,
+            search_per_sec: 5,
+            token_cache: None,
+        }
+    }
+}
 
 const KEYS: &[Key] = &[
     Key::new(

@@ -201,9 +201,12 @@ pub trait Object: Send + Sync {
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, ConnectorError>;
 }
 
-/// Where a connector keeps a credential it obtained itself (an OAuth access
-/// token) between processes. The engine's implementation seals it in the
-/// state store; without one, such tokens live in memory only.
+/// Where a connector keeps a credential it obtained itself between
+/// processes: an OAuth token set (the access token, its expiry, and the
+/// current refresh token, which some vendors replace on every refresh).
+/// The engine's implementation seals it in the state store, which
+/// processes sharing the store share; without one, such tokens live in
+/// memory only.
 #[async_trait]
 pub trait TokenCache: Send + Sync {
     async fn load(&self) -> Option<String>;

@@ -194,8 +194,9 @@ impl Engine {
     }
 }
 
-/// A connector's own token (OAuth access token) sealed in the state store,
-/// so a restart does not need a fresh one.
+/// A connector's own tokens (an OAuth token set: access token, expiry,
+/// current refresh token) sealed in the state store, so a restart, or
+/// another process on the same store, carries on with them.
 struct SealedToken {
     state: StateStore,
     key: puente_state::SecretKey,

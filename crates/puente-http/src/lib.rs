@@ -4,9 +4,11 @@
 //! counters of what was sent.
 //!
 //! It knows no vendor: a connector tells it how to read a 429 (which wait,
-//! or none at all for a daily quota) through [`RetryPolicy`].
+//! or none at all for a daily quota) through [`RetryPolicy`], and how its
+//! vendor does OAuth 2.0 through an [`oauth::Provider`].
 
 pub mod governor;
+pub mod oauth;
 mod quota;
 
 use std::sync::atomic::{AtomicU64, Ordering};

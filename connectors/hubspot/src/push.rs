@@ -1,12 +1,16 @@
 //! Incoming HubSpot webhooks: the v3 signature (HMAC-SHA256 over method,
 //! URI, body and timestamp, keyed with the app secret) checked in constant
 //! time, a timestamp older than 5 minutes refused, the size capped, and
-//! only then the body parsed into events.
+//! only then the body parsed into events; the ids they name kept in the
+//! [`Inbox`], which the next read takes first (`accept_push`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use puente_core::Push;
+use puente_core::{ConnectorError, ErrorKind, Push};
 use serde::Deserialize;
 use sha2::Sha256;
 
@@ -115,6 +119,83 @@ pub fn verify_and_parse(
     })?;
     serde_json::from_slice::<Vec<Event>>(&push.body)
         .map_err(|e| WebhookError::Malformed(e.to_string()))
+}
+
+/// What webhooks said changed: ids by object type, read on the next run,
+/// and the event ids already taken (HubSpot retries deliveries).
+#[derive(Default)]
+pub(crate) struct Inbox {
+    ids: Mutex<HashMap<String, BTreeSet<String>>>,
+    seen: Mutex<BTreeSet<u64>>,
+}
+
+fn object_of_event(subscription_type: &str) -> Option<&'static str> {
+    Some(match subscription_type.split('.').next()? {
+        "contact" => "contacts",
+        "company" => "companies",
+        "deal" => "deals",
+        "ticket" => "tickets",
+        "product" => "products",
+        "line_item" => "line_items",
+        _ => return None,
+    })
+}
+
+impl Inbox {
+    /// Verifies a delivery with the connection's webhook secret, then keeps
+    /// the ids its events name (a merge's survivor too); how many events
+    /// were new.
+    pub(crate) fn accept(
+        &self,
+        secret: Option<&str>,
+        push: &Push,
+    ) -> Result<usize, ConnectorError> {
+        let secret = secret.ok_or_else(|| {
+            ConnectorError::config("this HubSpot connection has no webhook_secret, so webhooks cannot be verified")
+                .with_hint("set webhook_secret = { env = \"HUBSPOT_CLIENT_SECRET\" } (the app's client secret)")
+        })?;
+        let events = verify_and_parse(secret, push, Utc::now()).map_err(|e| match e {
+            WebhookError::Rejected(m) => ConnectorError::new(ErrorKind::Auth, m),
+            WebhookError::Malformed(m) => ConnectorError::new(ErrorKind::External, m),
+        })?;
+        let mut n = 0;
+        let mut seen = self.seen.lock().expect("events");
+        let mut inbox = self.ids.lock().expect("inbox");
+        for e in events {
+            if !seen.insert(e.event_id) {
+                continue;
+            }
+            if let Some(obj) = object_of_event(&e.subscription_type) {
+                let ids = inbox.entry(obj.to_string()).or_default();
+                ids.insert(e.object_id.to_string());
+                if let Some(p) = e.primary_object_id {
+                    ids.insert(p.to_string());
+                }
+                n += 1;
+            }
+        }
+        if seen.len() > 100_000 {
+            let keep: BTreeSet<u64> = seen.iter().rev().take(50_000).copied().collect();
+            *seen = keep;
+        }
+        Ok(n)
+    }
+
+    /// The ids webhooks named for an object type since the last take.
+    pub(crate) fn take(&self, object: &str) -> Vec<String> {
+        self.ids
+            .lock()
+            .expect("inbox")
+            .remove(object)
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
+    }
+
+    /// Forgets an object type's ids (a full read saw everything).
+    pub(crate) fn clear(&self, object: &str) {
+        self.ids.lock().expect("inbox").remove(object);
+    }
 }
 
 #[cfg(test)]
