@@ -337,11 +337,15 @@ impl HubSpotObject {
                         None => {
                             // A full read also clears the webhook inbox: it saw everything.
                             self.inbox.clear(&self.object);
+                            // A record edited on a page already read carries a
+                            // time after the read began, as does one a later
+                            // page saw edited: the cursor goes no further than
+                            // that start, so the next search finds the first.
                             return Ok(Page {
                                 records,
                                 next: None,
                                 cursor: Some(Cursor(json!(Mark {
-                                    m: max,
+                                    m: max.min(started),
                                     full: started
                                 }))),
                             });

@@ -343,6 +343,15 @@ impl Inbox {
         events(&self.path, from).await
     }
 
+    /// The key an event carries, if it has one.
+    fn key_of(&self, s: &Stored) -> Option<String> {
+        s.event
+            .get(&self.key)
+            .map(value_of)
+            .and_then(|v| v.to_text())
+            .filter(|id| !id.is_empty())
+    }
+
     /// The latest event of each key among `events`, in the order keys last
     /// appeared.
     fn records(&self, events: Vec<Stored>) -> Vec<Record> {
@@ -354,13 +363,8 @@ impl Inbox {
             for (k, v) in &s.event {
                 r.fields.insert(k.clone(), value_of(v));
             }
-            match s
-                .event
-                .get(&self.key)
-                .map(value_of)
-                .and_then(|v| v.to_text())
-            {
-                Some(id) if !id.is_empty() => {
+            match self.key_of(&s) {
+                Some(id) => {
                     r.id = id.clone();
                     latest.insert(id, (i, r));
                 }
@@ -427,6 +431,8 @@ impl Object for Inbox {
     }
 
     /// Events from the cursor (a byte offset) on; pages are byte offsets too.
+    /// A key with events past the page is left to the page that holds its
+    /// latest one, so a read returns each record once, as it is now.
     async fn read(
         &self,
         since: Option<&Cursor>,
@@ -437,12 +443,18 @@ impl Object for Inbox {
             None => since.and_then(|c| c.0.as_u64()).unwrap_or(0),
         };
         let mut events = self.events(from).await?;
+        let mut later = HashSet::new();
         let next = (events.len() > self.page_size).then(|| {
-            events.truncate(self.page_size);
+            later = events
+                .split_off(self.page_size)
+                .iter()
+                .filter_map(|s| self.key_of(s))
+                .collect();
             events.last().map(|e| e.end.to_string()).unwrap_or_default()
         });
         let end = events.last().map(|e| e.end).unwrap_or(from);
-        let records = self.records(events);
+        let mut records = self.records(events);
+        records.retain(|r| !later.contains(&r.id));
         Ok(Page {
             records,
             cursor: next.is_none().then(|| Cursor(J::from(end))),

@@ -1,6 +1,11 @@
 //! Throwaway databases on the machine's real PostgreSQL and MariaDB servers,
 //! one per test, so tests run in parallel and rerun cleanly. A server that
 //! cannot be reached fails the test loudly: nothing is skipped.
+//!
+//! [`contract`] is the connector contract suite every connector's
+//! integration tests run.
+
+pub mod contract;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -1,0 +1,3 @@
+//! The CSV connector on real files: the connector contract suite.
+
+mod contract;
