@@ -833,6 +833,33 @@ impl Object for SqlTable {
         self.fetch(&sql, &params).await
     }
 
+    async fn find_any(&self, field: &str, values: &[Value]) -> Result<Vec<Record>, ConnectorError> {
+        let Some(ci) = self.cols.iter().position(|c| c.name == field) else {
+            return Ok(Vec::new());
+        };
+        let values: Vec<Value> = values
+            .iter()
+            .filter_map(|v| v.convert(&self.cols[ci].ty, field).ok())
+            .filter(|v| !v.is_empty())
+            .collect();
+        let mut out = Vec::new();
+        for chunk in values.chunks(500) {
+            let phs = (1..=chunk.len())
+                .map(|n| self.cols[ci].write_expr(self.flavor, n))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {} IN ({phs})",
+                self.select_list,
+                self.source,
+                self.q(field)
+            );
+            let params: Vec<(usize, Value)> = chunk.iter().map(|v| (ci, v.clone())).collect();
+            out.extend(self.fetch(&sql, &params).await?);
+        }
+        Ok(out)
+    }
+
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, ConnectorError> {
         if !self.writable {
             return Err(ConnectorError::config(format!(

@@ -196,6 +196,21 @@ pub trait Object: Send + Sync {
     /// Records whose fields equal all the given values (`Null` matches empty).
     async fn find(&self, conditions: &[(String, Value)]) -> Result<Vec<Record>, ConnectorError>;
 
+    /// Records whose `field` equals one of `values` (match-key lookups,
+    /// many at once). The default asks [`Object::find`] once per value; a
+    /// connector that can ask once for many (SQL's `IN`) does so.
+    async fn find_any(&self, field: &str, values: &[Value]) -> Result<Vec<Record>, ConnectorError> {
+        let mut found: Vec<Record> = Vec::new();
+        for v in values.iter().filter(|v| !v.is_empty()) {
+            for r in self.find(&[(field.to_string(), v.clone())]).await? {
+                if !found.iter().any(|f| f.id == r.id) {
+                    found.push(r);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Applies a batch; one outcome per operation, in order. A failure of
     /// one operation never fails its neighbours.
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, ConnectorError>;

@@ -120,6 +120,9 @@ pub enum Marker {
     BackfillPage(Side),
     /// Requests a gradual backfill spent on a UTC day (`{"day", "requests"}`).
     BackfillSpent,
+    /// A one-way sync's target side has been read to its end once (unix
+    /// seconds): its records are indexed, so later passes need not read it.
+    TargetRead(Side),
 }
 
 impl Marker {
@@ -134,6 +137,8 @@ impl Marker {
             Marker::BackfillPage(Side::A) => "backfill_a",
             Marker::BackfillPage(Side::B) => "backfill_b",
             Marker::BackfillSpent => "backfill_spent",
+            Marker::TargetRead(Side::A) => "target_read_a",
+            Marker::TargetRead(Side::B) => "target_read_b",
         }
     }
 }

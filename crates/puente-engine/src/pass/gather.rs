@@ -48,7 +48,12 @@ impl Pass<'_> {
             }
         }
         if partners {
-            for side in [Side::A, Side::B] {
+            // A one-way target left unread this pass stands in with its
+            // seen values (its changes are ignored by the direction).
+            for side in [Side::A, Side::B]
+                .into_iter()
+                .filter(|s| self.unread != Some(*s))
+            {
                 let ids: Vec<String> = entries
                     .iter()
                     .filter(|e| e.live_pair())
@@ -79,12 +84,28 @@ impl Pass<'_> {
             }
             keys.sort();
             keys.dedup();
-            let by_key: Vec<Entry> = state
+            let mut by_key: Vec<Entry> = state
                 .entries_by_keys(sync, &keys)
                 .await?
                 .into_iter()
                 .filter(|e| known.insert(e.id))
                 .collect();
+            if let Some(target) = self.unread {
+                let found = self
+                    .look_up_on_target(target, &read, &entries, &by_key, &linked)
+                    .await?;
+                let ids: Vec<String> = found.iter().map(|r| r.id.clone()).collect();
+                for e in state.entries_by_ids(sync, target, &ids).await? {
+                    if known.insert(e.id) {
+                        by_key.push(e);
+                    }
+                }
+                let have: HashSet<String> = read[side_idx(target)]
+                    .iter()
+                    .map(|r| r.id.clone())
+                    .collect();
+                read[side_idx(target)].extend(found.into_iter().filter(|r| !have.contains(&r.id)));
+            }
             // A first sight merges current values: read the records these
             // entries stand for (seen values may be stale).
             for side in [Side::A, Side::B] {
@@ -134,6 +155,70 @@ impl Pass<'_> {
             },
         );
         Ok((p, entries))
+    }
+
+    /// The records on a one-way target left unread this pass that share a
+    /// match key with a source record of `read` that is not linked and
+    /// whose key no entry holds on the target: created there since it was
+    /// last read, they are matched, not duplicated.
+    async fn look_up_on_target(
+        &self,
+        target: Side,
+        read: &[Vec<Record>; 2],
+        entries: &[Entry],
+        by_key: &[Entry],
+        linked: &HashSet<(Side, &str)>,
+    ) -> Result<Vec<Record>, EngineError> {
+        let spec = &self.spec;
+        let source = target.other();
+        let known: HashSet<&str> = entries
+            .iter()
+            .chain(by_key)
+            .filter_map(|e| match target {
+                Side::A => e.key_a.as_deref(),
+                Side::B => e.key_b.as_deref(),
+            })
+            .collect();
+        let field = |k: &puente_plan::MatchKey| -> (String, String) {
+            match target {
+                Side::A => (k.a.clone(), k.b.clone()),
+                Side::B => (k.b.clone(), k.a.clone()),
+            }
+        };
+        let mut wanted: Vec<&Record> = Vec::new();
+        for r in &read[side_idx(source)] {
+            if linked.contains(&(source, r.id.as_str())) {
+                continue;
+            }
+            match key_of(spec, source, &r.fields) {
+                Some(k) if !known.contains(k.as_str()) => wanted.push(r),
+                _ => {}
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let obj = self.obj(target);
+        let err = self.connector_err(target);
+        if let [only] = spec.keys.as_slice() {
+            let (on_target, on_source) = field(only);
+            let values: Vec<Value> = wanted
+                .iter()
+                .filter_map(|r| r.fields.get(&on_source).cloned())
+                .collect();
+            return obj.find_any(&on_target, &values).await.map_err(err);
+        }
+        let mut found = Vec::new();
+        for r in wanted {
+            let conditions: Vec<(String, Value)> = spec
+                .keys
+                .iter()
+                .map(field)
+                .map(|(t, s)| (t, r.fields.get(&s).cloned().unwrap_or(Value::Null)))
+                .collect();
+            found.extend(obj.find(&conditions).await.map_err(&err)?);
+        }
+        Ok(found)
     }
 
     /// Reads the records of `entries` by id on both sides (where not

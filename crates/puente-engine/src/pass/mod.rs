@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use puente_core::{ConnectorError, Object, Record, Side};
-use puente_plan::SyncSpec;
+use puente_plan::{Direction, SyncSpec};
 use puente_state::{Commit, Intent, Marker};
 use tracing::Instrument;
 
@@ -44,6 +44,9 @@ pub(crate) struct Pass<'e> {
     pub report: SyncReport,
     /// Cursors and markers committed last, once everything they cover is.
     pub cursors: Vec<(Marker, serde_json::Value)>,
+    /// The target of a one-way sync, when this pass does not read its
+    /// changes (see `unread_target`).
+    pub unread: Option<Side>,
 }
 
 pub(crate) fn side_idx(s: Side) -> usize {
@@ -126,6 +129,7 @@ impl Engine {
                 ..SyncReport::default()
             },
             cursors: Vec::new(),
+            unread: None,
         };
         let result = pass.steps().await;
         let mut report = pass.report;
@@ -165,6 +169,7 @@ impl Pass<'_> {
         }
         let mut gradual = self.gradual().await?;
         let holding = gradual.as_ref().is_some_and(|g| g.holding());
+        self.unread = self.unread_target(gradual.as_ref()).await?;
         let deferred = self.stream_changes(gradual.as_mut()).await?;
         self.revisit(holding).await?;
         self.create_deferred(&deferred, holding).await?;
@@ -183,6 +188,34 @@ impl Pass<'_> {
             self.end_backfill(&g, &finished).await?;
         }
         Ok(())
+    }
+
+    /// A one-way sync reads its target's changes only where they do
+    /// something: once to the end (its records indexed, so a's are matched
+    /// with them), then on a full pass (`--full`, the scheduled
+    /// reconciliation). Other passes leave the target unread: its changes
+    /// are ignored by the direction, a linked record's seen values stand in
+    /// for it, an unlinked source record is looked up on it by its match key
+    /// before it is created, and deletes have their own scan. So a pass does
+    /// not read back what the sync itself wrote.
+    async fn unread_target(
+        &self,
+        gradual: Option<&backfill::Gradual>,
+    ) -> Result<Option<Side>, EngineError> {
+        let target = match self.spec.direction {
+            Direction::TwoWay => return Ok(None),
+            Direction::AToB => Side::B,
+            Direction::BToA => Side::A,
+        };
+        if self.opts.full || gradual.is_some() {
+            return Ok(None);
+        }
+        let read = self
+            .engine
+            .state
+            .marker(self.sync(), Marker::TargetRead(target))
+            .await?;
+        Ok(read.map(|_| target))
     }
 
     pub fn sync(&self) -> &str {

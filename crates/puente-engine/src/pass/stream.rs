@@ -24,20 +24,33 @@ impl Pass<'_> {
     ) -> Result<Vec<String>, EngineError> {
         let mut deferred = Vec::new();
         for side in [Side::B, Side::A] {
+            if self.unread == Some(side) {
+                continue;
+            }
             let span = tracing::info_span!("read", %side, connection = %self.def.endpoint(side).connection, object = %self.def.endpoint(side).spec.object);
-            self.stream_side(side, gradual.as_deref_mut(), &mut deferred)
+            let to_the_end = self
+                .stream_side(side, gradual.as_deref_mut(), &mut deferred)
                 .instrument(span)
                 .await?;
+            let target = !self.spec.direction.flows_from(side);
+            if to_the_end && target {
+                self.cursors.push((
+                    Marker::TargetRead(side),
+                    serde_json::json!(super::now_secs()),
+                ));
+            }
         }
         Ok(deferred)
     }
 
+    /// Reads `side`'s changes a page at a time; true when it read them to
+    /// the end (not paused by a backfill's budget).
     async fn stream_side(
         &mut self,
         side: Side,
         mut gradual: Option<&mut Gradual>,
         deferred: &mut Vec<String>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let since = self.cursor(side).await?;
         let backfilling = gradual.as_ref().is_some_and(|g| g.backfilling(side));
         let holding = gradual.as_ref().is_some_and(|g| g.holding());
@@ -48,7 +61,7 @@ impl Pass<'_> {
                 self.report
                     .backfill
                     .push(format!("{side}: waiting ({why})"));
-                return Ok(());
+                return Ok(false);
             }
             token = self.backfill_page(side).await?;
         }
@@ -106,7 +119,7 @@ impl Pass<'_> {
                         .backfill
                         .push(format!("{side}: read in full ({n} records this pass)"));
                 }
-                return Ok(());
+                return Ok(true);
             }
             if let Some(g) = g {
                 // Where to go on from: the page just applied is committed.
@@ -123,7 +136,7 @@ impl Pass<'_> {
                     self.report.backfill.push(format!(
                         "{side}: {n} records this pass, then paused ({why})"
                     ));
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         }

@@ -314,3 +314,66 @@ async fn a_dry_run_sees_the_deletes_it_found() {
         "no update planned into a deleted row: {plan}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_way_sync_reads_its_target_once_and_matches_what_appears_there_later() {
+    let a = Db::pg().await;
+    let b = Db::mysql().await;
+    a.contacts("people", 1, 1_000, false).await;
+    // b holds one of a's people already, and one of its own.
+    b.contacts("contacts", 5, 1, false).await;
+    b.exec("INSERT INTO contacts (email, first_name) VALUES ('own@example.com', 'Own')")
+        .await;
+    let text = crate::fixtures::config_text(&a, &b, "")
+        .replace("direction = \"two-way\"", "direction = \"a-to-b\"");
+    let p = Pair::with_config(a, b, &text).await;
+
+    // The first pass reads the target to its end: its records are indexed.
+    let r = p.run().await;
+    assert_eq!((r.a.read, r.b.read), (1_000, 2), "{r:?}");
+    assert_eq!(r.b.created, 999, "user5 is matched, not created: {r:?}");
+
+    // Later passes do not read back what the sync wrote.
+    let r = p.run().await;
+    assert_eq!(r.b.read, 0, "{r:?}");
+    assert_no_writes(&r);
+
+    // A change on a arrives; a record made on b since the first pass is
+    // matched with the new a record of its key, not duplicated.
+    p.b.exec(
+        "INSERT INTO contacts (email, first_name, last_name) VALUES ('user2001@example.com', 'On b', 'Later')",
+    )
+    .await;
+    p.a.exec(
+        "INSERT INTO people (email, first_name, last_name) VALUES ('user2001@example.com', 'On a', 'Later')",
+    )
+    .await;
+    p.a.exec("UPDATE people SET first_name = 'Changed' WHERE email = 'user10@example.com'")
+        .await;
+    let r = p.run().await;
+    assert_eq!(r.b.read, 0, "{r:?}");
+    assert_eq!(r.b.created, 0, "{r:?}");
+    assert_eq!(r.b.failed, 0, "{r:?}");
+    assert!(duplicates(&p.b, "contacts").await.is_empty());
+    assert_eq!(p.b.count("SELECT COUNT(*) AS x FROM contacts").await, 1_002);
+    assert_eq!(
+        row(&p.b, "contacts", "user10@example.com", "first_name").await,
+        "Changed"
+    );
+    // a wins the first-sight merge of the matched pair.
+    assert_eq!(
+        row(&p.b, "contacts", "user2001@example.com", "first_name").await,
+        "On a"
+    );
+
+    // A full pass (what the scheduled reconciliation runs) reads the target.
+    let r = p
+        .run_with(puente_engine::RunOptions {
+            full: true,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(r.b.read, 1_002, "{r:?}");
+    assert_no_writes(&r);
+    p.assert_integrity().await;
+}
