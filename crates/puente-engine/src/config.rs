@@ -72,6 +72,9 @@ pub struct RawState {
     /// renews it every third of that): how long a sync stays blocked after
     /// the process running it dies.
     pub lease_secs: Option<Spanned<u64>>,
+    /// How many days the change log keeps a change (0: every change, for
+    /// ever).
+    pub change_log_days: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -310,11 +313,17 @@ pub struct Config {
     pub serve: ServeDef,
     /// How long a pass's lease lasts unless renewed (`[state] lease_secs`).
     pub lease_ttl: std::time::Duration,
+    /// How long the change log keeps a change (`[state] change_log_days`);
+    /// `None` keeps every change.
+    pub change_log_days: Option<u64>,
     pub warnings: Vec<Diagnostic>,
 }
 
 /// A pass's lease lasts this long unless renewed.
 pub const DEFAULT_LEASE_SECS: u64 = 30;
+
+/// The change log keeps a change this many days unless configured.
+pub const DEFAULT_CHANGE_LOG_DAYS: u64 = 90;
 
 impl SyncDef {
     pub fn endpoint(&self, side: puente_core::Side) -> &EndpointDef {
@@ -1074,6 +1083,21 @@ pub fn parse_with(
         }
         None => DEFAULT_LEASE_SECS,
     };
+    let change_log_days = match raw.state.as_ref().and_then(|s| s.change_log_days.as_ref()) {
+        Some(d) if *d.get_ref() == 0 => None,
+        Some(d) if *d.get_ref() <= 36_500 => Some(*d.get_ref()),
+        Some(d) => {
+            c.err(
+                d,
+                "state.change_log_days must be between 0 (keep every change) and 36500",
+                Some(format!(
+                    "write change_log_days = {DEFAULT_CHANGE_LOG_DAYS} (the default)"
+                )),
+            );
+            None
+        }
+        None => Some(DEFAULT_CHANGE_LOG_DAYS),
+    };
     if c.errors.is_empty() {
         Ok(Config {
             path: path.to_path_buf(),
@@ -1083,6 +1107,7 @@ pub fn parse_with(
             syncs: ordered,
             serve,
             lease_ttl: std::time::Duration::from_secs(lease_secs),
+            change_log_days,
             warnings: c.warnings,
         })
     } else {
@@ -1339,6 +1364,32 @@ fields = [
         assert_eq!(s.keys[0].normalizer, KeyNormalizer::Email);
         assert_eq!(s.fields[3].direction, Direction::AToB);
         assert_eq!(s.fields[2].values["lead"], "L");
+    }
+
+    #[test]
+    fn the_change_log_keeps_ninety_days_unless_told() {
+        std::env::set_var("PUENTE_TEST_BOOKS_URL", "mysql://root@127.0.0.1:3306/test");
+        let with = |line: &str| GOOD.replace("[state]\n", &format!("[state]\n{line}\n"));
+        let days = |src: &str| {
+            parse(src, Path::new("puente.toml"))
+                .unwrap()
+                .change_log_days
+        };
+        assert_eq!(days(GOOD), Some(DEFAULT_CHANGE_LOG_DAYS));
+        assert_eq!(days(&with("change_log_days = 7")), Some(7));
+        assert_eq!(
+            days(&with("change_log_days = 0")),
+            None,
+            "0 keeps every change"
+        );
+        check_err(
+            &with("change_log_days = 99999"),
+            &[
+                "puente.toml:3",
+                "change_log_days must be between 0",
+                "change_log_days = 90",
+            ],
+        );
     }
 
     #[test]

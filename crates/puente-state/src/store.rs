@@ -12,11 +12,12 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, ConnectOptions, Row};
 
 /// Schema migrations, in order: version N is the first N applied.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("migrations.sql"),
     include_str!("migrations_v2.sql"),
     include_str!("migrations_v3.sql"),
     include_str!("migrations_v4.sql"),
+    include_str!("migrations_v5.sql"),
 ];
 /// Rows per multi-row statement (well under SQLite's and PostgreSQL's
 /// parameter limits).
@@ -332,7 +333,7 @@ fn bind_entry<'q>(
         .bind(e.a_id.clone())
         .bind(e.b_id.clone())
         .bind(e.key_a.clone())
-        .bind(e.key_b.clone())
+        .bind(stored_key_b(e))
         .bind(to_json(&e.seen_a))
         .bind(to_json(&e.seen_b))
         .bind(e.deleted_a as i64)
@@ -370,14 +371,98 @@ fn ph(start: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// Seen values as stored: a JSON object of field → value, each value in
+/// its shortest form. Text is a plain string, whole numbers and booleans are
+/// themselves, empty is `null`, and every other type is `[tag, value]` with a
+/// one-letter tag (`SHORT_TAGS`). The tagged form `{"t": …, "v": …}` that
+/// earlier versions wrote is read too.
 fn to_json(f: &Option<Fields>) -> Option<String> {
-    f.as_ref()
-        .map(|f| serde_json::to_string(f).expect("fields serialise"))
+    let f = f.as_ref()?;
+    let map: serde_json::Map<String, serde_json::Value> = f
+        .iter()
+        .map(|(k, v)| (k.clone(), compact_value(v)))
+        .collect();
+    Some(serde_json::Value::Object(map).to_string())
+}
+
+/// Each long tag of a value's serde form and the short one stored.
+const SHORT_TAGS: [(&str, &str); 8] = [
+    ("decimal", "d"),
+    ("date", "D"),
+    ("date_time", "t"),
+    ("enum", "e"),
+    ("multi_enum", "m"),
+    ("email", "@"),
+    ("phone", "p"),
+    ("ref", "r"),
+];
+
+fn compact_value(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Null => J::Null,
+        Value::Text(t) => J::String(t.clone()),
+        Value::Int(i) => J::from(*i),
+        Value::Bool(b) => J::Bool(*b),
+        other => {
+            let mut tagged = serde_json::to_value(other).expect("a value serialises");
+            let long = tagged["t"].as_str().unwrap_or_default().to_string();
+            let short = SHORT_TAGS
+                .iter()
+                .find(|(l, _)| *l == long)
+                .map_or(long.as_str(), |(_, s)| s);
+            J::Array(vec![J::String(short.to_string()), tagged["v"].take()])
+        }
+    }
+}
+
+fn expand_value(j: serde_json::Value) -> std::result::Result<Value, serde_json::Error> {
+    use serde_json::Value as J;
+    Ok(match j {
+        J::Null => Value::Null,
+        J::String(t) => Value::Text(t),
+        J::Bool(b) => Value::Bool(b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => {
+                serde_json::from_value(serde_json::json!({"t": "decimal", "v": n.to_string()}))?
+            }
+        },
+        J::Array(mut pair) if pair.len() == 2 => {
+            let v = pair.pop().unwrap_or_default();
+            let tag = pair.pop().unwrap_or_default();
+            let tag = tag.as_str().unwrap_or_default();
+            let long = SHORT_TAGS
+                .iter()
+                .find(|(_, s)| *s == tag)
+                .map_or(tag, |(l, _)| l);
+            serde_json::from_value(serde_json::json!({"t": long, "v": v}))?
+        }
+        // The tagged form of earlier versions.
+        other => serde_json::from_value(other)?,
+    })
 }
 
 fn from_json(s: Option<String>) -> Result<Option<Fields>> {
-    s.map(|s| serde_json::from_str(&s).map_err(|e| StateError::Corrupt(e.to_string())))
-        .transpose()
+    let Some(s) = s else { return Ok(None) };
+    let corrupt = |e: serde_json::Error| StateError::Corrupt(format!("seen values: {e}"));
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&s).map_err(corrupt)?;
+    map.into_iter()
+        .map(|(k, v)| Ok((k, expand_value(v).map_err(corrupt)?)))
+        .collect::<Result<Fields>>()
+        .map(Some)
+}
+
+/// What `key_b` holds when it equals `key_a` (most links): the key is not
+/// stored twice. A key lookup finds the entry through `key_a`.
+const SAME_KEY: &str = "\u{1}";
+
+fn stored_key_b(e: &Entry) -> Option<String> {
+    match (&e.key_a, &e.key_b) {
+        (Some(a), Some(b)) if a == b => Some(SAME_KEY.to_string()),
+        (_, b) => b.clone(),
+    }
 }
 
 fn value_json(v: &Value) -> String {
@@ -724,7 +809,10 @@ impl StateStore {
         e.a_id = r.try_get("a_id")?;
         e.b_id = r.try_get("b_id")?;
         e.key_a = r.try_get("key_a")?;
-        e.key_b = r.try_get("key_b")?;
+        e.key_b = match r.try_get::<Option<String>, _>("key_b")? {
+            Some(k) if k == SAME_KEY => e.key_a.clone(),
+            other => other,
+        };
         e.seen_a = from_json(r.try_get("seen_a")?)?;
         e.seen_b = from_json(r.try_get("seen_b")?)?;
         e.deleted_a = r.try_get::<i64, _>("deleted_a")? != 0;
@@ -1204,14 +1292,16 @@ impl StateStore {
         let mut rows: Vec<LogRow<'_>> = Vec::new();
         for w in &c.entries {
             let e = &w.entry;
-            for (side, fields) in &w.created {
+            // A create is logged without its values: they are the entry's
+            // seen values until a later change, which the log holds.
+            for (side, _) in &w.created {
                 rows.push((
                     e.a_id.clone(),
                     e.b_id.clone(),
                     side.as_str(),
                     "*created*".to_string(),
                     None,
-                    Some(serde_json::to_string(fields).expect("serialise")),
+                    None,
                 ));
             }
             for (side, ch) in &w.changes {
@@ -1390,6 +1480,34 @@ impl StateStore {
                 })
             })
             .collect()
+    }
+
+    /// Drops the changes logged before `before` (RFC 3339), oldest first;
+    /// returns how many. Ids grow with time, so the rows to keep start at
+    /// the first one logged at or after `before`, and finding it reads only
+    /// the rows that go.
+    pub async fn prune_changes(&self, before: &str) -> Result<u64> {
+        let keep_from: Option<i64> = sqlx::query_scalar(
+            &self.sql("SELECT id FROM changes WHERE at >= $1 ORDER BY id LIMIT 1"),
+        )
+        .bind(before.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let done = match keep_from {
+            Some(id) => {
+                sqlx::query(&self.sql("DELETE FROM changes WHERE id < $1"))
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(&self.sql("DELETE FROM changes WHERE at < $1"))
+                    .bind(before.to_string())
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(done.rows_affected())
     }
 
     pub async fn history(

@@ -143,6 +143,7 @@ impl Engine {
             self.state
                 .finish_run(run_id, status, &counts, err.as_deref())
                 .await?;
+            self.prune_change_log().await;
         }
         match result {
             Ok(()) => {
@@ -153,6 +154,23 @@ impl Engine {
                 tracing::warn!(error = %e, "pass failed");
                 Err(e)
             }
+        }
+    }
+}
+
+impl Engine {
+    /// Drops what the change log holds beyond `[state] change_log_days`. A
+    /// failure here costs only disk, so it is logged, not raised.
+    async fn prune_change_log(&self) {
+        let Some(days) = self.config.change_log_days else {
+            return;
+        };
+        let before = chrono::Utc::now() - chrono::Duration::days(days as i64);
+        let before = before.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        match self.state.prune_changes(&before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(changes = n, days, "change log pruned"),
+            Err(e) => tracing::warn!("could not prune the change log: {e}"),
         }
     }
 }

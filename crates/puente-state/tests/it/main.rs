@@ -766,3 +766,144 @@ async fn a_version_3_store_gets_typed_reasons() {
     );
     assert_eq!(revisits(&store, Some("backfill")).await.len(), 1);
 }
+
+#[tokio::test]
+async fn seen_values_of_every_type_are_kept_compactly_and_earlier_forms_still_read() {
+    let tmp = TempSqlite::new("state-seen");
+    let store = StateStore::open(&tmp.url).await.unwrap();
+    let mut seen = Fields::new();
+    for (k, v) in [
+        ("null", Value::Null),
+        ("text", Value::text("Ana [\"quoted\"]")),
+        ("int", Value::Int(-42)),
+        ("decimal", Value::decimal("1500.50".parse().unwrap())),
+        ("bool", Value::Bool(true)),
+        (
+            "date",
+            Value::Date(chrono::NaiveDate::from_ymd_opt(2026, 2, 28).unwrap()),
+        ),
+        (
+            "datetime",
+            Value::DateTime("2026-12-01T10:11:12.345678Z".parse().unwrap()),
+        ),
+        ("enum", Value::Enum("lead".into())),
+        (
+            "multi",
+            Value::MultiEnum(["a".to_string(), "b".to_string()].into_iter().collect()),
+        ),
+        ("email", Value::Email("ana@example.com".into())),
+        ("phone", Value::Phone("+34600000000".into())),
+        ("ref", Value::Ref("123".into())),
+    ] {
+        seen.insert(k.into(), v);
+    }
+    let mut e = linked("a1", "b1", "ana@example.com");
+    e.seen_a = Some(seen.clone());
+    let run = store.start_run("s", false).await.unwrap();
+    store
+        .commit(&Commit {
+            sync: "s".into(),
+            run_id: run,
+            entries: vec![write(e)],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    let got = store
+        .entries_by_ids("s", Side::A, &["a1".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(
+        got[0].seen_a.as_ref(),
+        Some(&seen),
+        "every type round-trips"
+    );
+    assert_eq!(got[0].key_b.as_deref(), Some("ana@example.com"));
+    // The key found through either side's key.
+    let by_key = store
+        .entries_by_keys("s", &["ana@example.com".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(by_key.len(), 1);
+
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&tmp.url).await.unwrap();
+    let (stored_len,): (i64,) =
+        sqlx::query_as("SELECT LENGTH(seen_a) FROM entries WHERE a_id = 'a1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let tagged_len = serde_json::to_string(&seen).unwrap().len() as i64;
+    assert!(
+        stored_len * 10 < tagged_len * 7,
+        "stored {stored_len} bytes, the tagged form takes {tagged_len}"
+    );
+    // What earlier versions wrote: the tagged form.
+    sqlx::query("UPDATE entries SET seen_a = $1 WHERE a_id = 'a1'")
+        .bind(serde_json::to_string(&seen).unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let got = store
+        .entries_by_ids("s", Side::A, &["a1".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(got[0].seen_a.as_ref(), Some(&seen), "the tagged form reads");
+}
+
+#[tokio::test]
+async fn the_change_log_drops_what_is_older_than_its_retention() {
+    let tmp = TempSqlite::new("state-prune");
+    let store = StateStore::open(&tmp.url).await.unwrap();
+    let run = store.start_run("s", false).await.unwrap();
+    let mut c = Commit {
+        sync: "s".into(),
+        run_id: run,
+        ..Commit::default()
+    };
+    for i in 0..10 {
+        let mut w = write(linked(&format!("a{i}"), &format!("b{i}"), &format!("k{i}")));
+        w.changes.push((
+            Side::B,
+            FieldChange {
+                field: "email".into(),
+                old: Value::Null,
+                new: Value::text(format!("k{i}")),
+            },
+        ));
+        c.entries.push(w);
+    }
+    store.commit(&c).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&tmp.url).await.unwrap();
+    // The first four were logged in 2020.
+    sqlx::query("UPDATE changes SET at = '2020-01-01T00:00:00.000000Z' WHERE id <= 4")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let count = || async {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM changes")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        n
+    };
+    assert_eq!(
+        store.prune_changes("2019-01-01T00:00:00Z").await.unwrap(),
+        0
+    );
+    assert_eq!(count().await, 10);
+    assert_eq!(
+        store.prune_changes("2021-01-01T00:00:00Z").await.unwrap(),
+        4
+    );
+    assert_eq!(count().await, 6);
+    assert!(store.history("s", Some("a4"), None).await.unwrap().len() == 1);
+    assert_eq!(
+        store.prune_changes("2999-01-01T00:00:00Z").await.unwrap(),
+        6
+    );
+    assert_eq!(count().await, 0);
+    pool.close().await;
+}
