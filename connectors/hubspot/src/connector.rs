@@ -207,6 +207,10 @@ impl Object for HubSpotObject {
         self.find_matching(conditions).await
     }
 
+    async fn find_any(&self, field: &str, values: &[Value]) -> Result<Vec<Record>, ConnectorError> {
+        self.find_any_of(field, values).await
+    }
+
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>, ConnectorError> {
         self.write_ops(ops).await
     }

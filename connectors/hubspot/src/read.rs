@@ -548,6 +548,36 @@ impl HubSpotObject {
         Ok(out)
     }
 
+    /// The records whose `field` holds one of `values`: one search per 100
+    /// values (HubSpot's `IN` operator), each read back by id.
+    pub(crate) async fn find_any_of(
+        &self,
+        field: &str,
+        values: &[Value],
+    ) -> Result<Vec<Record>, ConnectorError> {
+        let texts: Vec<String> = values
+            .iter()
+            .filter_map(Value::to_text)
+            .filter(|t| !t.is_empty())
+            .collect();
+        let mut out: Vec<Record> = Vec::new();
+        for chunk in texts.chunks(100) {
+            let filters = vec![json!({"propertyName": field, "operator": "IN", "values": chunk})];
+            let mut after = 0;
+            loop {
+                let (found, next) = self
+                    .search_ids(filters.clone(), "hs_object_id", after)
+                    .await?;
+                out.extend(self.fresh(&found).await?);
+                match next {
+                    Some(n) => after = n,
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn find_matching(
         &self,
         conditions: &[(String, Value)],

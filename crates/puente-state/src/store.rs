@@ -58,7 +58,14 @@ pub enum Backend {
 pub struct StateStore {
     pub(crate) pool: AnyPool,
     backend: Backend,
+    /// Multi-row statements by shape, built once (`rows_sql`).
+    shapes: Shapes,
 }
+
+/// Statements by (text around the placeholders, columns or first
+/// placeholder, rows).
+type Shapes =
+    std::sync::Arc<std::sync::Mutex<HashMap<(String, usize, usize), std::sync::Arc<str>>>>;
 
 /// One entry to persist, with what happened to it this run.
 #[derive(Clone, Debug)]
@@ -377,12 +384,42 @@ fn ph(start: usize, n: usize) -> String {
 /// one-letter tag (`SHORT_TAGS`). The tagged form `{"t": …, "v": …}` that
 /// earlier versions wrote is read too.
 fn to_json(f: &Option<Fields>) -> Option<String> {
-    let f = f.as_ref()?;
-    let map: serde_json::Map<String, serde_json::Value> = f
-        .iter()
-        .map(|(k, v)| (k.clone(), compact_value(v)))
-        .collect();
-    Some(serde_json::Value::Object(map).to_string())
+    Some(serde_json::to_string(&CompactFields(f.as_ref()?)).expect("fields serialise"))
+}
+
+/// Writes seen values in the stored form straight to JSON text.
+struct CompactFields<'a>(&'a Fields);
+
+impl Serialize for CompactFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, &CompactValue(v))?;
+        }
+        m.end()
+    }
+}
+
+struct CompactValue<'a>(&'a Value);
+
+impl Serialize for CompactValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Null => s.serialize_unit(),
+            Value::Text(t) => s.serialize_str(t),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Decimal(d) => ("d", d.to_string()).serialize(s),
+            Value::Date(d) => ("D", d).serialize(s),
+            Value::DateTime(t) => ("t", t).serialize(s),
+            Value::Enum(v) => ("e", v).serialize(s),
+            Value::MultiEnum(v) => ("m", v).serialize(s),
+            Value::Email(v) => ("@", v).serialize(s),
+            Value::Phone(v) => ("p", v).serialize(s),
+            Value::Ref(v) => ("r", v).serialize(s),
+        }
+    }
 }
 
 /// Each long tag of a value's serde form and the short one stored.
@@ -396,25 +433,6 @@ const SHORT_TAGS: [(&str, &str); 8] = [
     ("phone", "p"),
     ("ref", "r"),
 ];
-
-fn compact_value(v: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        Value::Null => J::Null,
-        Value::Text(t) => J::String(t.clone()),
-        Value::Int(i) => J::from(*i),
-        Value::Bool(b) => J::Bool(*b),
-        other => {
-            let mut tagged = serde_json::to_value(other).expect("a value serialises");
-            let long = tagged["t"].as_str().unwrap_or_default().to_string();
-            let short = SHORT_TAGS
-                .iter()
-                .find(|(l, _)| *l == long)
-                .map_or(long.as_str(), |(_, s)| s);
-            J::Array(vec![J::String(short.to_string()), tagged["v"].take()])
-        }
-    }
-}
 
 fn expand_value(j: serde_json::Value) -> std::result::Result<Value, serde_json::Error> {
     use serde_json::Value as J;
@@ -586,7 +604,11 @@ impl StateStore {
                 url: url.to_string(),
                 source: e,
             })?;
-        let store = StateStore { pool, backend };
+        let store = StateStore {
+            pool,
+            backend,
+            shapes: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -595,6 +617,44 @@ impl StateStore {
     /// placeholders (sqlx looks up each numbered one by name, and SQLite
     /// walks a list to answer, which makes wide statements quadratic).
     /// Placeholders are numbered in order and never reused, so this is exact.
+    /// `head`, then `rows` groups of `cols` placeholders (`($1, $2), ($3,
+    /// $4)`), then `tail`, in this backend's dialect. A pass sends the same
+    /// few shapes thousands of times: each is built once and kept.
+    fn rows_sql(&self, head: &str, tail: &str, cols: usize, rows: usize) -> std::sync::Arc<str> {
+        let key = (format!("{head}\u{0}{tail}"), cols, rows);
+        let mut shapes = self.shapes.lock().expect("statement shapes");
+        if let Some(sql) = shapes.get(&key) {
+            return sql.clone();
+        }
+        let groups: Vec<String> = (0..rows)
+            .map(|i| format!("({})", ph(1 + i * cols, cols)))
+            .collect();
+        let sql: std::sync::Arc<str> = self
+            .sql(&format!("{head} {} {tail}", groups.join(", ")))
+            .into();
+        if shapes.len() < 256 {
+            shapes.insert(key, sql.clone());
+        }
+        sql
+    }
+
+    /// `head (` then `n` placeholders from `$first` on `) tail`, built once
+    /// per shape like `rows_sql`: an `IN (…)` list.
+    fn list_sql(&self, head: &str, tail: &str, first: usize, n: usize) -> std::sync::Arc<str> {
+        let key = (format!("{head}\u{1}{tail}"), first, n);
+        let mut shapes = self.shapes.lock().expect("statement shapes");
+        if let Some(sql) = shapes.get(&key) {
+            return sql.clone();
+        }
+        let sql: std::sync::Arc<str> = self
+            .sql(&format!("{head} ({}) {tail}", ph(first, n)))
+            .into();
+        if shapes.len() < 256 {
+            shapes.insert(key, sql.clone());
+        }
+        sql
+    }
+
     pub(crate) fn sql(&self, q: &str) -> String {
         if self.backend == Backend::Postgres {
             return q.to_string();
@@ -832,11 +892,15 @@ impl StateStore {
     ) -> Result<Vec<Entry>> {
         let mut out = Vec::new();
         for chunk in values.chunks(CHUNK) {
-            let sql = self.sql(&format!(
-                "SELECT {} FROM entries WHERE sync = $1 AND {column} IN ({})",
-                Self::ENTRY_COLS,
-                ph(2, chunk.len())
-            ));
+            let sql = self.list_sql(
+                &format!(
+                    "SELECT {} FROM entries WHERE sync = $1 AND {column} IN",
+                    Self::ENTRY_COLS
+                ),
+                "",
+                2,
+                chunk.len(),
+            );
             let mut q = sqlx::query(&sql).bind(sync);
             for v in chunk {
                 q = q.bind(v.as_str());
@@ -1097,13 +1161,12 @@ impl StateStore {
         }
         const COLS: usize = 8;
         for chunk in intents.chunks(CHUNK / 2) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", ph(1 + i * COLS, COLS)))
-                .collect();
-            let sql = self.sql(&format!(
-                "INSERT INTO intents (sync, side, entry_id, source_id, conditions, payload, created_at, batch) VALUES {}",
-                rows.join(", ")
-            ));
+            let sql = self.rows_sql(
+                "INSERT INTO intents (sync, side, entry_id, source_id, conditions, payload, created_at, batch) VALUES",
+                "",
+                COLS,
+                chunk.len(),
+            );
             let mut q = sqlx::query(&sql);
             for it in chunk {
                 q = q
@@ -1169,13 +1232,10 @@ impl StateStore {
         // Existing entries: one multi-row upsert per chunk.
         const UCOLS: usize = 20;
         for chunk in existing.chunks(CHUNK / 2) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", ph(1 + i * UCOLS, UCOLS)))
-                .collect();
-            let sql = self.sql(&format!(
-                "INSERT INTO entries (id, {ENTRY_WRITE_COLS}, updated_at)
-                 VALUES {}
-                 ON CONFLICT (id) DO UPDATE SET a_id = excluded.a_id, b_id = excluded.b_id,
+            let sql = self.rows_sql(
+                &format!("INSERT INTO entries (id, {ENTRY_WRITE_COLS}, updated_at)
+                 VALUES"),
+                "ON CONFLICT (id) DO UPDATE SET a_id = excluded.a_id, b_id = excluded.b_id,
                  key_a = excluded.key_a, key_b = excluded.key_b, seen_a = excluded.seen_a, seen_b = excluded.seen_b,
                  deleted_a = excluded.deleted_a, deleted_b = excluded.deleted_b, echo_a = excluded.echo_a,
                  echo_b = excluded.echo_b, status = excluded.status,
@@ -1185,8 +1245,9 @@ impl StateStore {
                  updated_at = excluded.updated_at,
                  deleted_at = CASE WHEN excluded.deleted_a = 1 OR excluded.deleted_b = 1
                    THEN COALESCE(entries.deleted_at, excluded.updated_at) ELSE NULL END",
-                rows.join(", ")
-            ));
+                UCOLS,
+                chunk.len(),
+            );
             let mut q = sqlx::query(&sql);
             for w in chunk {
                 q = bind_entry(q.bind(w.id.unwrap_or_default()), &c.sync, w).bind(at.clone());
@@ -1198,14 +1259,12 @@ impl StateStore {
             new.into_iter().partition(|w| !w.conflicts.is_empty());
         const COLS: usize = 20;
         for chunk in bulk.chunks(CHUNK / 2) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", ph(1 + i * COLS, COLS)))
-                .collect();
-            let sql = self.sql(&format!(
-                "INSERT INTO entries ({ENTRY_WRITE_COLS}, updated_at, deleted_at)
-                 VALUES {}",
-                rows.join(", ")
-            ));
+            let sql = self.rows_sql(
+                &format!("INSERT INTO entries ({ENTRY_WRITE_COLS}, updated_at, deleted_at) VALUES"),
+                "",
+                COLS,
+                chunk.len(),
+            );
             let mut q = sqlx::query(&sql);
             for w in chunk {
                 let e = &w.entry;
@@ -1317,13 +1376,12 @@ impl StateStore {
         }
         const CCOLS: usize = 9;
         for chunk in rows.chunks(CHUNK / 2) {
-            let vals: Vec<String> = (0..chunk.len())
-                .map(|i| format!("({})", ph(1 + i * CCOLS, CCOLS)))
-                .collect();
-            let sql = self.sql(&format!(
-                "INSERT INTO changes (run_id, sync, a_id, b_id, side, field, old, new, at) VALUES {}",
-                vals.join(", ")
-            ));
+            let sql = self.rows_sql(
+                "INSERT INTO changes (run_id, sync, a_id, b_id, side, field, old, new, at) VALUES",
+                "",
+                CCOLS,
+                chunk.len(),
+            );
             let mut q = sqlx::query(&sql);
             for (a, b, side, field, old, new) in chunk {
                 q = q
@@ -1340,10 +1398,12 @@ impl StateStore {
             q.execute(&mut *tx).await?;
         }
         for chunk in c.echoes_seen.chunks(CHUNK) {
-            let sql = self.sql(&format!(
-                "UPDATE entries SET echo_a = 0, echo_b = 0 WHERE id IN ({})",
-                ph(1, chunk.len())
-            ));
+            let sql = self.list_sql(
+                "UPDATE entries SET echo_a = 0, echo_b = 0 WHERE id IN",
+                "",
+                1,
+                chunk.len(),
+            );
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(*id);

@@ -311,3 +311,30 @@ async fn a_spent_daily_quota_stops_calls_with_a_clear_error() {
     // Once HubSpot said the quota is spent, Puente stops asking.
     assert_eq!(sb.sandbox.stats().rate_limited, before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_are_found_by_many_keys_at_once() {
+    let sb = Running::start(SandboxOptions {
+        rate_limit_per_10s: 10_000,
+        search_per_sec: 1000,
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let c = connector(&sb);
+    let o = c.open(&spec("contacts", &[])).await.unwrap();
+    let ids = create_contacts(o.as_ref(), 250).await;
+    sb.sandbox.reset_stats();
+    // 150 e-mails that exist, and one that does not.
+    let mut wanted: Vec<Value> = (0..150)
+        .map(|i| Value::Email(format!("c{i}@example.com")))
+        .collect();
+    wanted.push(Value::Email("nobody@example.com".into()));
+    let found = o.find_any("email", &wanted).await.unwrap();
+    let found: BTreeSet<String> = found.into_iter().map(|r| r.id).collect();
+    let expected: BTreeSet<String> = ids[..150].iter().cloned().collect();
+    assert_eq!(found, expected);
+    // Two searches of up to 100 values, not one per e-mail.
+    let stats = sb.sandbox.stats();
+    assert_eq!(stats.searches, 2, "{stats:?}");
+}
