@@ -61,33 +61,7 @@ async fn bench(n: i64) {
     b.exec("DELETE FROM contacts").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("puente.toml");
-    let text = format!(
-        r#"
-[state]
-url = "sqlite://state.db"
-[connections.pg]
-kind = "postgres"
-url = "{}"
-[connections.maria]
-kind = "mysql"
-url = "{}"
-[[syncs]]
-name = "people"
-direction = "a-to-b"
-a = {{ connection = "pg", object = "people", cursor = "updated_at", overlap_secs = 0 }}
-b = {{ connection = "maria", object = "contacts", cursor = "updated_at", overlap_secs = 0 }}
-match = [{{ a = "email", b = "email" }}]
-fields = [
-  {{ a = "email", b = "email" }},
-  {{ a = "first_name", b = "first_name" }},
-  {{ a = "last_name", b = "last_name" }},
-  {{ a = "stage", b = "stage" }},
-  {{ a = "credit", b = "credit" }},
-]
-"#,
-        a.url(),
-        b.url()
-    );
+    let text = puente_testkit::contacts_config(&a, &b, "a-to-b", "", "overlap_secs = 0");
     std::fs::write(&path, &text).unwrap();
     let e = Engine::open(config::parse(&text, &path).unwrap())
         .await

@@ -318,3 +318,48 @@ impl Db {
         .await
     }
 }
+
+/// The config of a sync named `contacts` between two tables made by
+/// [`Db::contacts`]: `people` on a, `contacts` on b, matched by e-mail, five
+/// fields, cursors on `updated_at`, state in `state.db` beside the config.
+/// `extra` holds more lines of the sync (before its endpoints);
+/// `endpoint` more keys of each endpoint (`overlap_secs = 0`).
+pub fn contacts_config(a: &Db, b: &Db, direction: &str, extra: &str, endpoint: &str) -> String {
+    let more = if endpoint.is_empty() {
+        String::new()
+    } else {
+        format!(", {endpoint}")
+    };
+    format!(
+        r#"[state]
+url = "sqlite://state.db"
+
+[connections.left]
+kind = "{ak}"
+url = "{au}"
+
+[connections.right]
+kind = "{bk}"
+url = "{bu}"
+
+[[syncs]]
+name = "contacts"
+direction = "{direction}"
+{extra}
+a = {{ connection = "left", object = "people", cursor = "updated_at"{more} }}
+b = {{ connection = "right", object = "contacts", cursor = "updated_at"{more} }}
+match = [{{ a = "email", b = "email" }}]
+fields = [
+  {{ a = "email", b = "email" }},
+  {{ a = "first_name", b = "first_name" }},
+  {{ a = "last_name", b = "last_name" }},
+  {{ a = "stage", b = "stage" }},
+  {{ a = "credit", b = "credit" }},
+]
+"#,
+        ak = a.kind(),
+        au = a.url(),
+        bk = b.kind(),
+        bu = b.url()
+    )
+}

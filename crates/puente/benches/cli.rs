@@ -156,35 +156,7 @@ async fn copy(n: i64) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("puente.toml"),
-        format!(
-            r#"[state]
-url = "sqlite://state.db"
-
-[connections.pg]
-kind = "postgres"
-url = "{}"
-
-[connections.maria]
-kind = "mysql"
-url = "{}"
-
-[[syncs]]
-name = "people"
-direction = "a-to-b"
-a = {{ connection = "pg", object = "people", cursor = "updated_at" }}
-b = {{ connection = "maria", object = "contacts", cursor = "updated_at" }}
-match = [{{ a = "email", b = "email" }}]
-fields = [
-  {{ a = "email", b = "email" }},
-  {{ a = "first_name", b = "first_name" }},
-  {{ a = "last_name", b = "last_name" }},
-  {{ a = "stage", b = "stage" }},
-  {{ a = "credit", b = "credit" }},
-]
-"#,
-            a.url(),
-            b.url()
-        ),
+        puente_testkit::contacts_config(&a, &b, "a-to-b", "", ""),
     )
     .unwrap();
     let n_u = n as u64;

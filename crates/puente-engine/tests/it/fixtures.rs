@@ -13,40 +13,12 @@ pub struct Pair {
 }
 
 pub fn config_text(a: &Db, b: &Db, extra: &str) -> String {
-    format!(
-        r#"
-[state]
-url = "sqlite://state.db"
-
-[connections.left]
-kind = "{ak}"
-url = "{au}"
-
-[connections.right]
-kind = "{bk}"
-url = "{bu}"
-
-[[syncs]]
-name = "contacts"
-direction = "two-way"
-winner = "a"
-delete_check_interval_secs = 0
-{extra}
-a = {{ connection = "left", object = "people", cursor = "updated_at" }}
-b = {{ connection = "right", object = "contacts", cursor = "updated_at" }}
-match = [{{ a = "email", b = "email" }}]
-fields = [
-  {{ a = "email", b = "email" }},
-  {{ a = "first_name", b = "first_name" }},
-  {{ a = "last_name", b = "last_name" }},
-  {{ a = "stage", b = "stage" }},
-  {{ a = "credit", b = "credit" }},
-]
-"#,
-        ak = a.kind(),
-        au = a.url(),
-        bk = b.kind(),
-        bu = b.url()
+    puente_testkit::contacts_config(
+        a,
+        b,
+        "two-way",
+        &format!("winner = \"a\"\ndelete_check_interval_secs = 0\n{extra}"),
+        "",
     )
 }
 
