@@ -164,9 +164,13 @@ impl Value {
         if self.is_empty() {
             return Ok(Value::Null);
         }
-        let shown = self.describe();
-        let cannot =
-            |what: &str| mapping(format!("field {field}: cannot convert {shown} to {what}"));
+        // Described only for an error: most conversions succeed.
+        let cannot = |what: &str| {
+            mapping(format!(
+                "field {field}: cannot convert {} to {what}",
+                self.describe()
+            ))
+        };
         let v = match ty {
             FieldType::Text { max_len } => {
                 let t = self.to_text().unwrap_or_default();
@@ -268,7 +272,8 @@ impl Value {
                 };
                 if !options.is_empty() && !options.contains(&t) {
                     return Err(mapping(format!(
-                        "field {field}: {shown} is not one of the target's options ({})",
+                        "field {field}: {} is not one of the target's options ({})",
+                        self.describe(),
                         options.join(", ")
                     )));
                 }
@@ -302,7 +307,8 @@ impl Value {
                 let trimmed = t.trim();
                 if !crate::normalize::is_valid_email(trimmed) {
                     return Err(validation(format!(
-                        "field {field}: {shown} is not a valid e-mail address"
+                        "field {field}: {} is not a valid e-mail address",
+                        self.describe()
                     )));
                 }
                 Value::Email(trimmed.to_string())

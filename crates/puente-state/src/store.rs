@@ -100,10 +100,11 @@ pub struct Intent {
     #[serde(skip)]
     pub conditions: Vec<(String, Value)>,
     /// The source's seen values and the key, to link without re-planning.
+    #[serde(with = "compact_opt_fields", default)]
     pub seen_source: Option<Fields>,
     /// What the create sent: the target's seen values if it is found, so a
     /// later edit of the created record still reads as a change.
-    #[serde(default)]
+    #[serde(with = "compact_fields", default)]
     pub payload: Fields,
     pub key_source: Option<String>,
     pub key_target: Option<String>,
@@ -459,6 +460,47 @@ fn expand_value(j: serde_json::Value) -> std::result::Result<Value, serde_json::
         // The tagged form of earlier versions.
         other => serde_json::from_value(other)?,
     })
+}
+
+/// Fields in an intent, written like seen values (either form reads).
+mod compact_fields {
+    use super::*;
+    use serde::de::Error;
+
+    pub fn serialize<S: serde::Serializer>(
+        f: &Fields,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        CompactFields(f).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Fields, D::Error> {
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        map.into_iter()
+            .map(|(k, v)| Ok((k, expand_value(v).map_err(D::Error::custom)?)))
+            .collect()
+    }
+}
+
+mod compact_opt_fields {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(
+        f: &Option<Fields>,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        f.as_ref().map(CompactFields).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<Fields>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::compact_fields")] Fields);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
 }
 
 fn from_json(s: Option<String>) -> Result<Option<Fields>> {

@@ -198,7 +198,13 @@ async fn suite(store: StateStore) {
         source_id: "a5000".into(),
         conditions: vec![("mail".into(), Value::text("new@x.com"))],
         seen_source: Some(fields(&[("email", "new@x.com")])),
-        payload: fields(&[("mail", "new@x.com")]),
+        payload: {
+            // Typed values come back typed.
+            let mut p = fields(&[("mail", "new@x.com")]);
+            p.insert("amount".into(), Value::decimal("12.50".parse().unwrap()));
+            p.insert("kind".into(), Value::Enum("lead".into()));
+            p
+        },
         key_source: Some("new@x.com".into()),
         key_target: None,
     }];
