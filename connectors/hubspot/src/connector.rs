@@ -207,6 +207,12 @@ impl Object for HubSpotObject {
         self.find_matching(conditions).await
     }
 
+    /// HubSpot's search compares text without regard to case, and the
+    /// values are sent trimmed.
+    fn folds_case(&self, _field: &str) -> bool {
+        true
+    }
+
     async fn find_any(&self, field: &str, values: &[Value]) -> Result<Vec<Record>, ConnectorError> {
         self.find_any_of(field, values).await
     }

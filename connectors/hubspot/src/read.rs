@@ -4,7 +4,7 @@
 //! by id, ids webhooks named read first, reads by id with the primary
 //! company, id listings, merges, and lookups by value.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use puente_core::{ConnectorError, Cursor, ErrorKind, FieldType, Page, Record, Value};
@@ -558,6 +558,7 @@ impl HubSpotObject {
         let texts: Vec<String> = values
             .iter()
             .filter_map(Value::to_text)
+            .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
             .collect();
         let mut out: Vec<Record> = Vec::new();
@@ -573,6 +574,47 @@ impl HubSpotObject {
                     Some(n) => after = n,
                     None => break,
                 }
+            }
+        }
+        // Search lags writes: a contact's e-mail is also looked up by the
+        // unique index, a batch of 100 at a time, where search found none.
+        if self.object == "contacts" && field == "email" {
+            let have: HashSet<String> = out
+                .iter()
+                .filter_map(|r| r.get("email").to_text())
+                .map(|e| e.to_lowercase())
+                .collect();
+            let missing: Vec<&String> = texts
+                .iter()
+                .filter(|t| !have.contains(&t.to_lowercase()))
+                .collect();
+            for chunk in missing.chunks(100) {
+                let inputs: Vec<J> = chunk.iter().map(|e| json!({ "id": e })).collect();
+                let body =
+                    json!({"properties": self.properties, "idProperty": "email", "inputs": inputs});
+                let a = self
+                    .client
+                    .call(
+                        Method::POST,
+                        &self.path("/batch/read"),
+                        "/crm/v3/objects/{type}/batch/read",
+                        Some(&body),
+                        true,
+                    )
+                    .await?;
+                if a.status >= 400 && a.status != 207 && a.status != 404 {
+                    return Err(ConnectorError::new(
+                        ErrorKind::External,
+                        format!(
+                            "reading contacts by e-mail: HubSpot answered {} ({})",
+                            a.status,
+                            message(&a.body)
+                        ),
+                    ));
+                }
+                let mut found = self.records(&a.body);
+                self.fill_companies(&mut found).await?;
+                out.extend(found);
             }
         }
         Ok(out)

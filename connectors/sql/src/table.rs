@@ -833,15 +833,35 @@ impl Object for SqlTable {
         self.fetch(&sql, &params).await
     }
 
+    fn folds_case(&self, field: &str) -> bool {
+        self.cols.iter().any(|c| {
+            c.name == field
+                && matches!(
+                    c.ty,
+                    puente_core::FieldType::Text { .. } | puente_core::FieldType::Email
+                )
+        })
+    }
+
     async fn find_any(&self, field: &str, values: &[Value]) -> Result<Vec<Record>, ConnectorError> {
         let Some(ci) = self.cols.iter().position(|c| c.name == field) else {
             return Ok(Vec::new());
         };
+        // Text is compared trimmed and without regard to case (folds_case),
+        // which PostgreSQL and SQLite do not do by themselves.
+        let fold = self.folds_case(field);
         let values: Vec<Value> = values
             .iter()
-            .filter_map(|v| v.convert(&self.cols[ci].ty, field).ok())
+            .filter_map(|v| match fold {
+                true => v.to_text().map(|t| Value::text(t.trim().to_lowercase())),
+                false => v.convert(&self.cols[ci].ty, field).ok(),
+            })
             .filter(|v| !v.is_empty())
             .collect();
+        let column = match fold {
+            true => format!("LOWER(TRIM({}))", self.q(field)),
+            false => self.q(field),
+        };
         let mut out = Vec::new();
         for chunk in values.chunks(500) {
             let phs = (1..=chunk.len())
@@ -849,10 +869,8 @@ impl Object for SqlTable {
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "SELECT {} FROM {} WHERE {} IN ({phs})",
-                self.select_list,
-                self.source,
-                self.q(field)
+                "SELECT {} FROM {} WHERE {column} IN ({phs})",
+                self.select_list, self.source
             );
             let params: Vec<(usize, Value)> = chunk.iter().map(|v| (ci, v.clone())).collect();
             out.extend(self.fetch(&sql, &params).await?);

@@ -196,9 +196,19 @@ pub trait Object: Send + Sync {
     /// Records whose fields equal all the given values (`Null` matches empty).
     async fn find(&self, conditions: &[(String, Value)]) -> Result<Vec<Record>, ConnectorError>;
 
+    /// Whether [`Object::find_any`] compares `field`'s text trimmed and
+    /// without regard to case, as an e-mail match key is compared. When not,
+    /// it compares exactly, and the engine looks e-mail keys up through it
+    /// only where exact is enough.
+    fn folds_case(&self, field: &str) -> bool {
+        let _ = field;
+        false
+    }
+
     /// Records whose `field` equals one of `values` (match-key lookups,
-    /// many at once). The default asks [`Object::find`] once per value; a
-    /// connector that can ask once for many (SQL's `IN`) does so.
+    /// many at once; see [`Object::folds_case`]). The default asks
+    /// [`Object::find`] once per value; a connector that can ask once for
+    /// many (SQL's `IN`) does so.
     async fn find_any(&self, field: &str, values: &[Value]) -> Result<Vec<Record>, ConnectorError> {
         let mut found: Vec<Record> = Vec::new();
         for v in values.iter().filter(|v| !v.is_empty()) {

@@ -1180,6 +1180,8 @@ struct View<'r> {
     id: &'r str,
     fields: &'r Fields,
     modified_at: Option<DateTime<Utc>>,
+    /// Read now, not stood in for by seen values.
+    read: bool,
 }
 
 impl<'r> View<'r> {
@@ -1188,6 +1190,7 @@ impl<'r> View<'r> {
             id: &r.id,
             fields: &r.fields,
             modified_at: r.modified_at,
+            read: true,
         }
     }
 
@@ -1199,6 +1202,7 @@ impl<'r> View<'r> {
                 id: e.id_on(side).map(String::as_str).unwrap_or(""),
                 fields: e.seen(side).unwrap_or(empty),
                 modified_at: None,
+                read: false,
             },
         }
     }
@@ -1325,7 +1329,10 @@ fn merge_fields(
         }
         for si in 0..2 {
             match &target[si] {
-                Some(t) if !t.same(cur[si]) => {
+                // A side stood in for by its seen values may hold something
+                // else by now (a one-way target is not read every pass): a
+                // value carried to it is written even if it equals them.
+                Some(t) if !t.same(cur[si]) || !recs[si].read => {
                     changes[si].push(FieldChange {
                         field: names[si].to_string(),
                         old: cur[si].clone(),

@@ -1584,32 +1584,38 @@ impl StateStore {
             .collect()
     }
 
-    /// Drops the changes logged before `before` (RFC 3339), oldest first;
-    /// returns how many. Ids grow with time, so the rows to keep start at
-    /// the first one logged at or after `before`, and finding it reads only
-    /// the rows that go.
+    /// Drops the changes logged before `before` (RFC 3339), oldest first,
+    /// in batches (each its own short statement, so other writers are not
+    /// held up); returns how many. Ids grow with time, so the rows to keep
+    /// start at the first one logged at or after `before`, and finding it
+    /// reads only the rows that go.
     pub async fn prune_changes(&self, before: &str) -> Result<u64> {
+        const BATCH_ROWS: i64 = 10_000;
         let keep_from: Option<i64> = sqlx::query_scalar(
             &self.sql("SELECT id FROM changes WHERE at >= $1 ORDER BY id LIMIT 1"),
         )
         .bind(before.to_string())
         .fetch_optional(&self.pool)
         .await?;
-        let done = match keep_from {
-            Some(id) => {
-                sqlx::query(&self.sql("DELETE FROM changes WHERE id < $1"))
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await?
+        let mut total = 0;
+        loop {
+            // `at < before` too: a commit still in flight may hold a lower
+            // id than a row already logged after `before`.
+            let done = sqlx::query(&self.sql(
+                "DELETE FROM changes WHERE id IN (SELECT id FROM changes
+                 WHERE id < $1 AND at < $2 ORDER BY id LIMIT $3)",
+            ))
+            .bind(keep_from.unwrap_or(i64::MAX))
+            .bind(before.to_string())
+            .bind(BATCH_ROWS)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += done;
+            if done < BATCH_ROWS as u64 {
+                return Ok(total);
             }
-            None => {
-                sqlx::query(&self.sql("DELETE FROM changes WHERE at < $1"))
-                    .bind(before.to_string())
-                    .execute(&self.pool)
-                    .await?
-            }
-        };
-        Ok(done.rows_affected())
+        }
     }
 
     pub async fn history(

@@ -52,6 +52,27 @@ async fn tables(db: Db) {
     conn.check().await.unwrap();
     let obj = conn.open(&spec(true)).await.unwrap();
 
+    // Many keys at once: text compared trimmed and without regard to case
+    // (as an e-mail key is), other types exactly.
+    assert!(obj.folds_case("sku") && !obj.folds_case("qty"));
+    let found = obj
+        .find_any(
+            "sku",
+            &[Value::text(" s7 "), Value::text("S8"), Value::text("nope")],
+        )
+        .await
+        .unwrap();
+    let skus: BTreeSet<String> = found
+        .iter()
+        .filter_map(|r| r.get("sku").to_text())
+        .collect();
+    assert_eq!(skus, ["S7", "S8"].iter().map(|s| s.to_string()).collect());
+    let found = obj
+        .find_any("qty", &[Value::Int(3), Value::Int(4), Value::Null])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2);
+
     // Discovery.
     let s = obj.schema();
     assert_eq!(s.id_field, "id");

@@ -90,27 +90,35 @@ impl Pass<'_> {
                 .into_iter()
                 .filter(|e| known.insert(e.id))
                 .collect();
-            if let Some(target) = self.unread {
-                let found = self
-                    .look_up_on_target(target, &read, &entries, &by_key, &linked)
-                    .await?;
-                let ids: Vec<String> = found.iter().map(|r| r.id.clone()).collect();
-                for e in state.entries_by_ids(sync, target, &ids).await? {
-                    if known.insert(e.id) {
-                        by_key.push(e);
-                    }
-                }
-                let have: HashSet<String> = read[side_idx(target)]
-                    .iter()
-                    .map(|r| r.id.clone())
-                    .collect();
-                read[side_idx(target)].extend(found.into_iter().filter(|r| !have.contains(&r.id)));
-            }
             // A first sight merges current values: read the records these
             // entries stand for (seen values may be stale).
             for side in [Side::A, Side::B] {
                 self.read_unread(&mut read, side, live_ids(&by_key, side))
                     .await?;
+            }
+            if let Some(target) = self.unread {
+                let found = self.look_up_on_target(target, &read, &linked).await?;
+                let have: HashSet<String> = read[side_idx(target)]
+                    .iter()
+                    .map(|r| r.id.clone())
+                    .collect();
+                let found: Vec<Record> = found
+                    .into_iter()
+                    .filter(|r| !have.contains(&r.id))
+                    .collect();
+                let ids: Vec<String> = found.iter().map(|r| r.id.clone()).collect();
+                let mut more = Vec::new();
+                for e in state.entries_by_ids(sync, target, &ids).await? {
+                    if known.insert(e.id) {
+                        more.push(e);
+                    }
+                }
+                read[side_idx(target)].extend(found);
+                // A found record already linked: its partner, read now too.
+                let source = target.other();
+                self.read_unread(&mut read, source, live_ids(&more, source))
+                    .await?;
+                by_key.extend(more);
             }
             entries.extend(by_key);
         }
@@ -159,25 +167,21 @@ impl Pass<'_> {
 
     /// The records on a one-way target left unread this pass that share a
     /// match key with a source record of `read` that is not linked and
-    /// whose key no entry holds on the target: created there since it was
-    /// last read, they are matched, not duplicated.
+    /// whose key no target record read now holds: created there since it
+    /// was last read, they are matched, not duplicated.
     async fn look_up_on_target(
         &self,
         target: Side,
         read: &[Vec<Record>; 2],
-        entries: &[Entry],
-        by_key: &[Entry],
         linked: &HashSet<(Side, &str)>,
     ) -> Result<Vec<Record>, EngineError> {
         let spec = &self.spec;
         let source = target.other();
-        let known: HashSet<&str> = entries
+        // The keys the target's records read now hold (an entry's stored
+        // key may be stale).
+        let known: HashSet<String> = read[side_idx(target)]
             .iter()
-            .chain(by_key)
-            .filter_map(|e| match target {
-                Side::A => e.key_a.as_deref(),
-                Side::B => e.key_b.as_deref(),
-            })
+            .filter_map(|r| key_of(spec, target, &r.fields))
             .collect();
         let field = |k: &puente_plan::MatchKey| -> (String, String) {
             match target {

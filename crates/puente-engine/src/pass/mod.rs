@@ -228,6 +228,25 @@ impl Pass<'_> {
         if self.opts.full || gradual.is_some() {
             return Ok(None);
         }
+        // Unlinked source records are looked up on the target by key, so
+        // every key must compare there as it does here: exactly, or an
+        // e-mail where the target folds case. Other keys (phones, domains,
+        // text) keep the target read every pass.
+        let obj = self.obj(target);
+        let comparable = self.spec.keys.iter().all(|k| {
+            let field = match target {
+                Side::A => &k.a,
+                Side::B => &k.b,
+            };
+            match k.normalizer {
+                puente_core::normalize::KeyNormalizer::Exact => true,
+                puente_core::normalize::KeyNormalizer::Email => obj.folds_case(field),
+                _ => false,
+            }
+        });
+        if !comparable {
+            return Ok(None);
+        }
         let read = self
             .engine
             .state

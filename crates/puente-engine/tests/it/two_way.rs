@@ -344,6 +344,15 @@ async fn a_one_way_sync_reads_its_target_once_and_matches_what_appears_there_lat
         "INSERT INTO contacts (email, first_name, last_name) VALUES ('user2001@example.com', 'On b', 'Later')",
     )
     .await;
+    // Matched as e-mails are: whatever their case.
+    p.b.exec(
+        "INSERT INTO contacts (email, first_name, last_name) VALUES ('USER2002@Example.com', 'On b', 'Upper')",
+    )
+    .await;
+    p.a.exec(
+        "INSERT INTO people (email, first_name, last_name) VALUES ('user2002@example.com', 'On a', 'Lower')",
+    )
+    .await;
     p.a.exec(
         "INSERT INTO people (email, first_name, last_name) VALUES ('user2001@example.com', 'On a', 'Later')",
     )
@@ -355,7 +364,7 @@ async fn a_one_way_sync_reads_its_target_once_and_matches_what_appears_there_lat
     assert_eq!(r.b.created, 0, "{r:?}");
     assert_eq!(r.b.failed, 0, "{r:?}");
     assert!(duplicates(&p.b, "contacts").await.is_empty());
-    assert_eq!(p.b.count("SELECT COUNT(*) AS x FROM contacts").await, 1_002);
+    assert_eq!(p.b.count("SELECT COUNT(*) AS x FROM contacts").await, 1_003);
     assert_eq!(
         row(&p.b, "contacts", "user10@example.com", "first_name").await,
         "Changed"
@@ -373,7 +382,7 @@ async fn a_one_way_sync_reads_its_target_once_and_matches_what_appears_there_lat
             ..Default::default()
         })
         .await;
-    assert_eq!(r.b.read, 1_002, "{r:?}");
+    assert_eq!(r.b.read, 1_003, "{r:?}");
     assert_no_writes(&r);
     p.assert_integrity().await;
 }

@@ -482,3 +482,58 @@ fn a_new_record_matching_a_tombstones_partner_merges_its_current_values() {
     );
     assert_eq!(w.b.rows.len(), 1);
 }
+
+/// A one-way target left unread stands in with its seen values; it may hold
+/// something else by now, so a change carried to it is written even where
+/// the seen value already agrees.
+#[test]
+fn a_change_reaches_a_side_stood_in_for_even_where_its_seen_value_agrees() {
+    let mut spec = contacts_spec();
+    spec.direction = Direction::AToB;
+    let fields = |name: &str| -> puente_core::Fields {
+        [
+            ("email".to_string(), Value::text("ann@x.com")),
+            ("name".to_string(), Value::text(name)),
+        ]
+        .into_iter()
+        .collect()
+    };
+    let mut e = puente_plan::Entry::new(1);
+    e.a_id = Some("a1".into());
+    e.b_id = Some("b1".into());
+    e.key_a = Some("ann@x.com".into());
+    e.key_b = Some("ann@x.com".into());
+    e.seen_a = Some(fields("Five"));
+    // A full pass saw b's own edit to "Nine" (ignored: b does not flow).
+    e.seen_b = Some(
+        [
+            ("email".to_string(), Value::text("ann@x.com")),
+            ("full_name".to_string(), Value::text("Nine")),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let mut a1 = puente_core::Record::new("a1");
+    a1.fields = fields("Nine");
+    let refs: std::collections::HashMap<(String, Side, String), String> = Default::default();
+    let p = puente_plan::plan(
+        &spec,
+        puente_plan::PlanInput {
+            a: vec![a1],
+            b: vec![],
+            entries: &[e],
+            refs: &refs,
+        },
+    );
+    let written = p.items.iter().find_map(|it| match it.write(Side::B) {
+        Some(puente_plan::PlannedWrite::Update { changes, .. }) => Some(changes.clone()),
+        _ => None,
+    });
+    let changes = written.expect("a's change is written to b");
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.field == "full_name" && c.new.same(&Value::text("Nine"))),
+        "{changes:?}"
+    );
+}
