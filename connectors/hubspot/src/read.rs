@@ -458,10 +458,24 @@ impl HubSpotObject {
     }
 
     pub(crate) async fn read_ids(&self, ids: &[String]) -> Result<Vec<Record>, ConnectorError> {
+        self.batch_read(ids, None).await
+    }
+
+    /// Reads records 100 at a time by id, or by a unique property
+    /// (`id_property`), with their primary company; ones not found are left
+    /// out.
+    async fn batch_read(
+        &self,
+        keys: &[String],
+        id_property: Option<&str>,
+    ) -> Result<Vec<Record>, ConnectorError> {
         let mut out = Vec::new();
-        for chunk in ids.chunks(100) {
+        for chunk in keys.chunks(100) {
             let inputs: Vec<J> = chunk.iter().map(|id| json!({"id": id})).collect();
-            let body = json!({"properties": self.properties, "propertiesWithHistory": [], "inputs": inputs});
+            let mut body = json!({"properties": self.properties, "propertiesWithHistory": [], "inputs": inputs});
+            if let Some(p) = id_property {
+                body["idProperty"] = json!(p);
+            }
             let a = self
                 .client
                 .call(
@@ -476,8 +490,9 @@ impl HubSpotObject {
                 return Err(ConnectorError::new(
                     ErrorKind::External,
                     format!(
-                        "reading {} by id: HubSpot answered {} ({})",
+                        "reading {} by {}: HubSpot answered {} ({})",
                         self.object,
+                        id_property.unwrap_or("id"),
                         a.status,
                         message(&a.body)
                     ),
@@ -584,38 +599,12 @@ impl HubSpotObject {
                 .filter_map(|r| r.get("email").to_text())
                 .map(|e| e.to_lowercase())
                 .collect();
-            let missing: Vec<&String> = texts
+            let missing: Vec<String> = texts
                 .iter()
                 .filter(|t| !have.contains(&t.to_lowercase()))
+                .cloned()
                 .collect();
-            for chunk in missing.chunks(100) {
-                let inputs: Vec<J> = chunk.iter().map(|e| json!({ "id": e })).collect();
-                let body =
-                    json!({"properties": self.properties, "idProperty": "email", "inputs": inputs});
-                let a = self
-                    .client
-                    .call(
-                        Method::POST,
-                        &self.path("/batch/read"),
-                        "/crm/v3/objects/{type}/batch/read",
-                        Some(&body),
-                        true,
-                    )
-                    .await?;
-                if a.status >= 400 && a.status != 207 && a.status != 404 {
-                    return Err(ConnectorError::new(
-                        ErrorKind::External,
-                        format!(
-                            "reading contacts by e-mail: HubSpot answered {} ({})",
-                            a.status,
-                            message(&a.body)
-                        ),
-                    ));
-                }
-                let mut found = self.records(&a.body);
-                self.fill_companies(&mut found).await?;
-                out.extend(found);
-            }
+            out.extend(self.batch_read(&missing, Some("email")).await?);
         }
         Ok(out)
     }

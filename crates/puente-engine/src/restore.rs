@@ -135,7 +135,7 @@ impl Engine {
                             id: Some(e.id),
                             entry: n,
                             changes: Vec::new(),
-                            created: vec![(side, seen)],
+                            created: vec![side],
                             conflicts: Vec::new(),
                             resolved: Vec::new(),
                             failed_attempt: false,

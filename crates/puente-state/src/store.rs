@@ -74,8 +74,9 @@ pub struct EntryWrite {
     /// `None` for a new entry.
     pub id: Option<i64>,
     pub changes: Vec<(Side, FieldChange)>,
-    /// A create: logged as one change with the written payload.
-    pub created: Vec<(Side, Fields)>,
+    /// The sides this write created the record on: each logged as one
+    /// change, without values (they are the entry's seen values).
+    pub created: Vec<Side>,
     pub conflicts: Vec<ConflictNote>,
     /// A-side fields whose conflicts are settled.
     pub resolved: Vec<String>,
@@ -1395,7 +1396,7 @@ impl StateStore {
             let e = &w.entry;
             // A create is logged without its values: they are the entry's
             // seen values until a later change, which the log holds.
-            for (side, _) in &w.created {
+            for side in &w.created {
                 rows.push((
                     e.a_id.clone(),
                     e.b_id.clone(),

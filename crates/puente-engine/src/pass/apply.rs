@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use puente_core::{Failure, Fields, Side, WriteOp, WriteOutcome};
+use puente_core::{Failure, Side, WriteOp, WriteOutcome};
 use puente_plan::{
     key_of, mapped, seen_after_write, Entry, FieldChange, ItemPlan, Plan, PlannedWrite, Status,
 };
@@ -21,7 +21,7 @@ use crate::{EngineError, Progress};
 /// What happened to one item of a chunk.
 #[derive(Default, Clone)]
 struct Outcome {
-    created: Vec<(Side, Fields)>,
+    created: Vec<Side>,
     changes: Vec<(Side, FieldChange)>,
     failed: Option<Failure>,
     /// Puente wrote to that side (a = 0, b = 1) and has not read it back.
@@ -182,8 +182,8 @@ impl Pass<'_> {
                         None => mapped(&self.spec, side, &rec.fields),
                     };
                     match it.write(side) {
-                        Some(PlannedWrite::Create { fields }) => {
-                            out.created.push((side, fields.clone()));
+                        Some(PlannedWrite::Create { .. }) => {
+                            out.created.push(side);
                             self.report.side(side).created += 1;
                             let key = key_of(&self.spec, side, &rec.fields);
                             match side {
@@ -255,11 +255,11 @@ impl Pass<'_> {
                     }
                 }
                 None => {
-                    if creates(&it.write_a) && !out.created.iter().any(|(s, _)| *s == Side::A) {
+                    if creates(&it.write_a) && !out.created.contains(&Side::A) {
                         it.a_id = None;
                         it.seen_a = None;
                     }
-                    if creates(&it.write_b) && !out.created.iter().any(|(s, _)| *s == Side::B) {
+                    if creates(&it.write_b) && !out.created.contains(&Side::B) {
                         it.b_id = None;
                         it.seen_b = None;
                     }

@@ -84,7 +84,7 @@ impl Pass<'_> {
                 id: existing.map(|x| x.id),
                 entry: e,
                 changes: Vec::new(),
-                created: vec![(target, seen_target)],
+                created: vec![target],
                 conflicts: Vec::new(),
                 resolved: Vec::new(),
                 failed_attempt: false,
