@@ -44,6 +44,10 @@ pub struct SqlTable {
     pk: usize,
     cursor: Option<usize>,
     overlap: Duration,
+    /// A PostgreSQL table: a read records the oldest transaction still open
+    /// when it began, so the next read's overlap takes only the rows written
+    /// by that transaction or later ones (see [`SqlTable::late_since`]).
+    snapshots: bool,
     page_size: usize,
     writable: bool,
     schema: ObjectSchema,
@@ -205,6 +209,14 @@ impl SqlTable {
             .map(|c| c.select_expr(flavor))
             .collect::<Vec<_>>()
             .join(", ");
+        // Views and named queries have no row versions to compare.
+        let snapshots = match (&pool, &spec.query, cursor) {
+            (Pool::Pg(p), None, Some(_)) => sqlx::query(&format!("SELECT xmin FROM {source} LIMIT 0"))
+                .execute(p)
+                .await
+                .is_ok(),
+            _ => false,
+        };
         Ok(SqlTable {
             pool,
             flavor,
@@ -215,6 +227,7 @@ impl SqlTable {
             pk,
             cursor,
             overlap: Duration::seconds(spec.overlap_secs as i64),
+            snapshots,
             page_size: spec.page_size.max(1),
             writable,
             schema,
@@ -242,6 +255,31 @@ impl SqlTable {
             }
             _ => self.flavor.ph(n),
         }
+    }
+
+    /// PostgreSQL: the oldest transaction still open (its id), which every
+    /// row a later read may see for the first time was written by or after.
+    async fn oldest_open_transaction(&self) -> Result<i64, ConnectorError> {
+        let Pool::Pg(p) = &self.pool else {
+            return Err(ConnectorError::internal(
+                "transaction ids are read from PostgreSQL only",
+            ));
+        };
+        sqlx::query_scalar::<_, i64>("SELECT txid_snapshot_xmin(txid_current_snapshot())")
+            .fetch_one(p)
+            .await
+            .map_err(|e| call_error(&format!("reading {}", self.name), e))
+    }
+
+    /// PostgreSQL: a condition true of the rows written by transaction `xmin`
+    /// (a 64-bit id) or a later one, and of the rows a read that began while
+    /// `xmin` was the oldest open transaction may therefore have missed. Row
+    /// versions carry 32-bit ids that wrap around; they are compared
+    /// modulo 2^32 as PostgreSQL compares them. A frozen row whose id has
+    /// since wrapped may count as late: it is read again, which is harmless.
+    fn late_since(&self, xmin: i64) -> String {
+        let x = xmin & 0xFFFF_FFFF;
+        format!("((xmin::text::bigint - {x} + 4294967296) % 4294967296) < 2147483648")
     }
 
     fn q(&self, ident: &str) -> String {
@@ -607,73 +645,143 @@ impl Object for SqlTable {
         };
         let val =
             |v: &serde_json::Value| -> Option<Value> { serde_json::from_value(v.clone()).ok() };
-        // The highest (cursor value, key) read so far, carried across pages.
+        // Where the previous read ended: its highest (cursor value, key), and
+        // the oldest transaction open when it began.
+        let from: Value = since
+            .and_then(|c| c.0.get("v"))
+            .and_then(val)
+            .unwrap_or(Value::Null);
+        let from_key: Option<Value> = since.and_then(|c| c.0.get("k")).and_then(val);
+        let from_xmin: Option<i64> = since
+            .and_then(|c| c.0.get("x"))
+            .and_then(serde_json::Value::as_i64);
+        // The oldest transaction open as this read began, carried across pages.
+        let mut xmin: Option<i64> = token.get("x0").and_then(serde_json::Value::as_i64);
+        if self.snapshots && page.is_none() {
+            xmin = Some(self.oldest_open_transaction().await?);
+        }
+        // The highest (cursor value, key) read so far, carried across pages;
+        // a read never ends below where it began.
         let mut max_cursor: Option<Value> = token.get("m").and_then(val);
         let mut max_key: Option<Value> = token.get("mk").and_then(val);
+        if page.is_none() && !from.is_empty() && from_key.is_some() {
+            max_cursor = Some(from.clone());
+            max_key = from_key.clone();
+        }
+        // After a read that noted its oldest open transaction, the overlap
+        // window is read first and only for rows written by that transaction
+        // or a later one: the rows that read could have missed. Then the rows
+        // after the cursor. `w` and `m` name the two phases.
+        let two_phases = self.snapshots
+            && !self.overlap.is_zero()
+            && from_xmin.is_some()
+            && !from.is_empty()
+            && from_key.is_some();
+        let mut phase: Option<&str> = match token.get("p").and_then(serde_json::Value::as_str) {
+            Some("w") => Some("w"),
+            Some(_) => Some("m"),
+            None if page.is_none() && two_phases => Some("w"),
+            None => None,
+        };
+        let mut at: Option<(Value, Value)> =
+            match (token.get("c").and_then(val), token.get("k").and_then(val)) {
+                (Some(c), Some(k)) => Some((c, k)),
+                _ => None,
+            };
         let pkq = self.q(&self.cols[self.pk].name);
         let limit = self.page_size;
         let f = self.flavor;
-        let (sql, params): (String, Vec<(usize, Value)>) = match (self.cursor, since) {
-            (Some(ci), Some(cur)) => {
-                let cq = self.cursor_expr(ci);
-                let after = |c: Value, k: Value| {
-                    (
+        let query = |phase: Option<&str>, at: Option<(Value, Value)>| -> (String, Vec<(usize, Value)>) {
+            let Some((ci, true)) = self.cursor.map(|ci| (ci, since.is_some())) else {
+                // A full read, in key order.
+                return match token.get("k").and_then(val) {
+                    Some(k) => (
                         format!(
-                            "SELECT {} FROM {} WHERE ({cq} > {} OR ({cq} = {} AND {pkq} > {})) ORDER BY {cq}, {pkq} LIMIT {limit}",
+                            "SELECT {} FROM {} WHERE {pkq} > {} ORDER BY {pkq} LIMIT {limit}",
                             self.select_list,
                             self.source,
-                            self.cursor_param(ci, 1),
-                            self.cursor_param(ci, 2),
-                            f.ph(3)
+                            f.ph(1)
                         ),
-                        vec![(ci, c.clone()), (ci, c), (self.pk, k)],
-                    )
+                        vec![(self.pk, k)],
+                    ),
+                    None => (
+                        format!(
+                            "SELECT {} FROM {} ORDER BY {pkq} LIMIT {limit}",
+                            self.select_list, self.source
+                        ),
+                        vec![],
+                    ),
                 };
-                match (token.get("c").and_then(val), token.get("k").and_then(val)) {
-                    (Some(c), Some(k)) => after(c, k),
-                    _ => {
-                        let from: Value = cur.0.get("v").and_then(val).unwrap_or(Value::Null);
-                        let key: Option<Value> = cur.0.get("k").and_then(val);
-                        match key {
-                            // No overlap: strictly after the last row read.
-                            Some(k) if self.overlap.is_zero() && !from.is_empty() => after(from, k),
-                            _ => {
-                                let from = match from {
-                                    Value::DateTime(dt) => Value::DateTime(dt - self.overlap),
-                                    other => other,
-                                };
-                                (
-                                    format!(
-                                        "SELECT {} FROM {} WHERE {cq} >= {} ORDER BY {cq}, {pkq} LIMIT {limit}",
-                                        self.select_list,
-                                        self.source,
-                                        self.cursor_param(ci, 1)
-                                    ),
-                                    vec![(ci, from)],
-                                )
-                            }
-                        }
-                    }
-                }
-            }
-            _ => match token.get("k").and_then(val) {
-                Some(k) => (
+            };
+            let cq = self.cursor_expr(ci);
+            let lo = match &from {
+                Value::DateTime(dt) => Value::DateTime(*dt - self.overlap),
+                other => other.clone(),
+            };
+            // Rows at or after `(c, k)`'s successor, and `more` conditions
+            // whose placeholders start at 4.
+            let after = |c: Value, k: Value, more: &str, extra: Vec<(usize, Value)>| {
+                let mut params = vec![(ci, c.clone()), (ci, c), (self.pk, k)];
+                params.extend(extra);
+                (
                     format!(
-                        "SELECT {} FROM {} WHERE {pkq} > {} ORDER BY {pkq} LIMIT {limit}",
+                        "SELECT {} FROM {} WHERE ({cq} > {} OR ({cq} = {} AND {pkq} > {})){more} ORDER BY {cq}, {pkq} LIMIT {limit}",
                         self.select_list,
                         self.source,
-                        f.ph(1)
+                        self.cursor_param(ci, 1),
+                        self.cursor_param(ci, 2),
+                        f.ph(3)
                     ),
-                    vec![(self.pk, k)],
-                ),
-                None => (
-                    format!(
-                        "SELECT {} FROM {} ORDER BY {pkq} LIMIT {limit}",
-                        self.select_list, self.source
-                    ),
+                    params,
+                )
+            };
+            match (phase, at) {
+                (Some("w"), at) => {
+                    let late = self.late_since(from_xmin.unwrap_or_default());
+                    let window = |n: usize| {
+                        format!(
+                            "{cq} >= {} AND {cq} <= {} AND {late}",
+                            self.cursor_param(ci, n),
+                            self.cursor_param(ci, n + 1)
+                        )
+                    };
+                    let bounds = vec![(ci, lo), (ci, from.clone())];
+                    match at {
+                        Some((c, k)) => after(c, k, &format!(" AND {}", window(4)), bounds),
+                        None => (
+                            format!(
+                                "SELECT {} FROM {} WHERE {} ORDER BY {cq}, {pkq} LIMIT {limit}",
+                                self.select_list,
+                                self.source,
+                                window(1)
+                            ),
+                            bounds,
+                        ),
+                    }
+                }
+                (_, Some((c, k))) => after(c, k, "", vec![]),
+                (Some(_), None) => after(
+                    from.clone(),
+                    from_key.clone().unwrap_or(Value::Null),
+                    "",
                     vec![],
                 ),
-            },
+                (None, None) => match &from_key {
+                    // No overlap: strictly after the last row read.
+                    Some(k) if self.overlap.is_zero() && !from.is_empty() => {
+                        after(from.clone(), k.clone(), "", vec![])
+                    }
+                    _ => (
+                        format!(
+                            "SELECT {} FROM {} WHERE {cq} >= {} ORDER BY {cq}, {pkq} LIMIT {limit}",
+                            self.select_list,
+                            self.source,
+                            self.cursor_param(ci, 1)
+                        ),
+                        vec![(ci, lo)],
+                    ),
+                },
+            }
         };
         // A full read in key order: the cursor it ends with is the highest
         // cursor value when it began, so a row changed while the read went
@@ -699,7 +807,21 @@ impl Object for SqlTable {
                 .first()
                 .map(|r| (r.get(&self.cols[ci].name).clone(), self.pk_value(&r.id)));
         }
-        let records = self.fetch(&sql, &params).await?;
+        // The window's last page, when short, hands over to the rows after
+        // the cursor: at once if it found nothing, else on the next page.
+        let mut handover = false;
+        let records = loop {
+            let (sql, params) = query(phase, at.take());
+            let records = self.fetch(&sql, &params).await?;
+            if phase == Some("w") && records.len() < limit {
+                phase = Some("m");
+                if records.is_empty() {
+                    continue;
+                }
+                handover = true;
+            }
+            break records;
+        };
         if let Some(ci) = self.cursor {
             let name = &self.cols[ci].name;
             for r in &records {
@@ -728,11 +850,20 @@ impl Object for SqlTable {
                 }
             }
         }
-        let next = match (records.len() == limit, records.last()) {
-            (true, Some(r)) => {
-                let mut t = json!({ "k": self.pk_value(&r.id), "m": max_cursor, "mk": max_key });
-                if let (Some(ci), Some(_)) = (self.cursor, since) {
-                    t["c"] = json!(r.get(&self.cols[ci].name));
+        let next = match records.last() {
+            Some(r) if records.len() == limit || handover => {
+                let mut t = json!({ "m": max_cursor, "mk": max_key });
+                if !handover {
+                    t["k"] = json!(self.pk_value(&r.id));
+                    if let (Some(ci), Some(_)) = (self.cursor, since) {
+                        t["c"] = json!(r.get(&self.cols[ci].name));
+                    }
+                }
+                if let Some(p) = phase {
+                    t["p"] = json!(p);
+                }
+                if let Some(x) = xmin {
+                    t["x0"] = json!(x);
                 }
                 if let Some((m0, k0)) = &start {
                     t["m0"] = json!(m0);
@@ -742,7 +873,7 @@ impl Object for SqlTable {
             }
             _ => None,
         };
-        let cursor = if next.is_none() {
+        let mut cursor = if next.is_none() {
             match (max_cursor, since) {
                 (Some(_), None) if start.is_some() => {
                     let (m0, k0) = start.expect("checked");
@@ -755,6 +886,11 @@ impl Object for SqlTable {
         } else {
             None
         };
+        if let (Some(Cursor(c)), Some(x)) = (&mut cursor, xmin) {
+            if let Some(o) = c.as_object_mut() {
+                o.insert("x".into(), json!(x));
+            }
+        }
         Ok(Page {
             records,
             next,

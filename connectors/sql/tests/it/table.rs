@@ -350,6 +350,85 @@ async fn edits_during_a_full_read_are_not_lost() {
     edits_during_a_full_read_are_read_next_time(Db::sqlite()).await;
 }
 
+/// Every page of an incremental read from `cursor`: the ids read, and the
+/// cursor it ends with.
+async fn read_since(
+    obj: &dyn puente_core::Object,
+    cursor: &puente_core::Cursor,
+) -> (BTreeSet<String>, puente_core::Cursor) {
+    let mut ids = BTreeSet::new();
+    let mut token = None;
+    loop {
+        let p = obj.read(Some(cursor), token).await.unwrap();
+        ids.extend(p.records.iter().map(|r| r.id.clone()));
+        token = p.next;
+        if token.is_none() {
+            return (ids, p.cursor.expect("a read ends with a cursor"));
+        }
+    }
+}
+
+/// PostgreSQL with the default overlap: a read notes the oldest transaction
+/// open as it began, and the next read's overlap takes only the rows written
+/// by that transaction or later ones. A table written moments before is not
+/// read again, and a transaction that commits late (its rows older than
+/// rows already read) is still read.
+#[tokio::test]
+async fn the_overlap_takes_only_what_a_read_could_have_missed() {
+    use sqlx::Connection;
+    let db = Db::pg().await;
+    db.exec(&ddl(&db)).await;
+    let conn = SqlConnector::connect(db.url()).await.unwrap();
+    let spec = ObjectSpec {
+        overlap_secs: 300,
+        ..spec(true)
+    };
+    let obj = conn.open(&spec).await.unwrap();
+    let mut token = None;
+    let mut read = 0;
+    let cursor = loop {
+        let p = obj.read(None, token).await.unwrap();
+        read += p.records.len();
+        token = p.next;
+        if token.is_none() {
+            break p.cursor.unwrap();
+        }
+    };
+    assert_eq!(read, 50);
+    assert!(cursor.0.get("x").is_some(), "{cursor:?}");
+
+    // One row changed: the 50 rows written a moment ago are not read again.
+    db.exec("UPDATE items SET name = 'one' WHERE id = 5").await;
+    let (ids, cursor) = read_since(obj.as_ref(), &cursor).await;
+    assert_eq!(ids, BTreeSet::from(["5".to_string()]));
+    let (ids, cursor) = read_since(obj.as_ref(), &cursor).await;
+    assert!(ids.is_empty(), "{ids:?}");
+
+    // Ten rows changed in a transaction that commits after a newer change
+    // was read: their cursor values are behind that read's cursor.
+    let mut late = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut late).await.unwrap();
+    sqlx::query("UPDATE items SET name = 'late' WHERE id BETWEEN 10 AND 19")
+        .execute(&mut late)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    db.exec("UPDATE items SET name = 'newer' WHERE id = 20").await;
+    let (ids, cursor) = read_since(obj.as_ref(), &cursor).await;
+    assert_eq!(ids, BTreeSet::from(["20".to_string()]));
+    sqlx::query("COMMIT").execute(&mut late).await.unwrap();
+    let (ids, cursor) = read_since(obj.as_ref(), &cursor).await;
+    let want: BTreeSet<String> = (10..=19).map(|i| i.to_string()).collect();
+    assert!(
+        ids.is_superset(&want),
+        "the late transaction's rows were missed: {ids:?}"
+    );
+    assert!(ids.len() <= 11, "read more than could be missed: {ids:?}");
+    // Nothing open, nothing changed: nothing to read.
+    let (ids, _) = read_since(obj.as_ref(), &cursor).await;
+    assert!(ids.is_empty(), "{ids:?}");
+}
+
 #[tokio::test]
 async fn tables_on_postgres() {
     tables(Db::pg().await).await;
