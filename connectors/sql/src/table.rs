@@ -211,10 +211,12 @@ impl SqlTable {
             .join(", ");
         // Views and named queries have no row versions to compare.
         let snapshots = match (&pool, &spec.query, cursor) {
-            (Pool::Pg(p), None, Some(_)) => sqlx::query(&format!("SELECT xmin FROM {source} LIMIT 0"))
-                .execute(p)
-                .await
-                .is_ok(),
+            (Pool::Pg(p), None, Some(_)) => {
+                sqlx::query(&format!("SELECT xmin FROM {source} LIMIT 0"))
+                    .execute(p)
+                    .await
+                    .is_ok()
+            }
             _ => false,
         };
         Ok(SqlTable {
@@ -691,7 +693,9 @@ impl Object for SqlTable {
         let pkq = self.q(&self.cols[self.pk].name);
         let limit = self.page_size;
         let f = self.flavor;
-        let query = |phase: Option<&str>, at: Option<(Value, Value)>| -> (String, Vec<(usize, Value)>) {
+        let query = |phase: Option<&str>,
+                     at: Option<(Value, Value)>|
+         -> (String, Vec<(usize, Value)>) {
             let Some((ci, true)) = self.cursor.map(|ci| (ci, since.is_some())) else {
                 // A full read, in key order.
                 return match token.get("k").and_then(val) {

@@ -12,12 +12,13 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, ConnectOptions, Row};
 
 /// Schema migrations, in order: version N is the first N applied.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     include_str!("migrations.sql"),
     include_str!("migrations_v2.sql"),
     include_str!("migrations_v3.sql"),
     include_str!("migrations_v4.sql"),
     include_str!("migrations_v5.sql"),
+    include_str!("migrations_v6.sql"),
 ];
 /// Rows per multi-row statement (well under SQLite's and PostgreSQL's
 /// parameter limits).
@@ -74,8 +75,9 @@ pub struct EntryWrite {
     /// `None` for a new entry.
     pub id: Option<i64>,
     pub changes: Vec<(Side, FieldChange)>,
-    /// The sides this write created the record on: each logged as one
-    /// change, without values (they are the entry's seen values).
+    /// The sides this write created the record on. The first is kept in the
+    /// entry (the run and the side), any other logged as a change; neither
+    /// with values (they are the entry's seen values).
     pub created: Vec<Side>,
     pub conflicts: Vec<ConflictNote>,
     /// A-side fields whose conflicts are settled.
@@ -320,13 +322,15 @@ pub struct ChangeRow {
 /// The entry columns `bind_entry` binds, in its order.
 const ENTRY_WRITE_COLS: &str =
     "sync, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b, \
-    echo_a, echo_b, status, reason_code, reason, category, message, hint, attempts";
+    echo_a, echo_b, status, reason_code, reason, category, message, hint, attempts, \
+    created_run, created_side";
 
 /// Binds an entry's stored columns (`ENTRY_WRITE_COLS`); `attempts` carries
 /// 1 for a failed attempt (the upsert turns it into a count).
 fn bind_entry<'q>(
     q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     sync: &str,
+    run_id: i64,
     w: &EntryWrite,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     let e = &w.entry;
@@ -338,13 +342,18 @@ fn bind_entry<'q>(
         message,
         hint,
     } = status_columns(&e.status);
+    let seen_a = to_json(&e.seen_a);
+    let seen_b = match (&seen_a, to_json(&e.seen_b)) {
+        (Some(a), Some(b)) if *a == b => Some(SAME_KEY.to_string()),
+        (_, b) => b,
+    };
     q.bind(sync.to_string())
         .bind(e.a_id.clone())
         .bind(e.b_id.clone())
         .bind(e.key_a.clone())
         .bind(stored_key_b(e))
-        .bind(to_json(&e.seen_a))
-        .bind(to_json(&e.seen_b))
+        .bind(seen_a)
+        .bind(seen_b)
         .bind(e.deleted_a as i64)
         .bind(e.deleted_b as i64)
         .bind(e.echo_a as i64)
@@ -356,6 +365,8 @@ fn bind_entry<'q>(
         .bind(message)
         .bind(hint)
         .bind(w.failed_attempt as i64)
+        .bind((!w.created.is_empty()).then_some(run_id))
+        .bind(w.created.first().map(|s| s.as_str()))
 }
 
 type LogRow<'a> = (
@@ -516,7 +527,9 @@ fn from_json(s: Option<String>) -> Result<Option<Fields>> {
 }
 
 /// What `key_b` holds when it equals `key_a` (most links): the key is not
-/// stored twice. A key lookup finds the entry through `key_a`.
+/// stored twice. A key lookup finds the entry through `key_a`. `seen_b`
+/// holds it too when b's seen values are written exactly as a's (the same
+/// field names and values, as after a copy between like tables).
 const SAME_KEY: &str = "\u{1}";
 
 fn stored_key_b(e: &Entry) -> Option<String> {
@@ -917,7 +930,10 @@ impl StateStore {
             other => other,
         };
         e.seen_a = from_json(r.try_get("seen_a")?)?;
-        e.seen_b = from_json(r.try_get("seen_b")?)?;
+        e.seen_b = match r.try_get::<Option<String>, _>("seen_b")? {
+            Some(s) if s == SAME_KEY => e.seen_a.clone(),
+            other => from_json(other)?,
+        };
         e.deleted_a = r.try_get::<i64, _>("deleted_a")? != 0;
         e.deleted_b = r.try_get::<i64, _>("deleted_b")? != 0;
         e.echo_a = r.try_get::<i64, _>("echo_a")? != 0;
@@ -1273,7 +1289,7 @@ impl StateStore {
         let (existing, new): (Vec<&EntryWrite>, Vec<&EntryWrite>) =
             c.entries.iter().partition(|w| w.id.is_some());
         // Existing entries: one multi-row upsert per chunk.
-        const UCOLS: usize = 20;
+        const UCOLS: usize = 22;
         for chunk in existing.chunks(CHUNK / 2) {
             let sql = self.rows_sql(
                 &format!("INSERT INTO entries (id, {ENTRY_WRITE_COLS}, updated_at)
@@ -1286,6 +1302,8 @@ impl StateStore {
                  category = excluded.category, message = excluded.message, hint = excluded.hint,
                  attempts = CASE WHEN excluded.attempts = 1 THEN entries.attempts + 1 ELSE 0 END,
                  updated_at = excluded.updated_at,
+                 created_run = COALESCE(excluded.created_run, entries.created_run),
+                 created_side = COALESCE(excluded.created_side, entries.created_side),
                  deleted_at = CASE WHEN excluded.deleted_a = 1 OR excluded.deleted_b = 1
                    THEN COALESCE(entries.deleted_at, excluded.updated_at) ELSE NULL END",
                 UCOLS,
@@ -1293,14 +1311,15 @@ impl StateStore {
             );
             let mut q = sqlx::query(&sql);
             for w in chunk {
-                q = bind_entry(q.bind(w.id.unwrap_or_default()), &c.sync, w).bind(at.clone());
+                q = bind_entry(q.bind(w.id.unwrap_or_default()), &c.sync, c.run_id, w)
+                    .bind(at.clone());
             }
             q.execute(&mut *tx).await?;
         }
         // New entries with conflicts need their id; the rest go in bulk.
         let (with_id, bulk): (Vec<&EntryWrite>, Vec<&EntryWrite>) =
             new.into_iter().partition(|w| !w.conflicts.is_empty());
-        const COLS: usize = 20;
+        const COLS: usize = 22;
         for chunk in bulk.chunks(CHUNK / 2) {
             let sql = self.rows_sql(
                 &format!("INSERT INTO entries ({ENTRY_WRITE_COLS}, updated_at, deleted_at) VALUES"),
@@ -1311,7 +1330,7 @@ impl StateStore {
             let mut q = sqlx::query(&sql);
             for w in chunk {
                 let e = &w.entry;
-                q = bind_entry(q, &c.sync, w)
+                q = bind_entry(q, &c.sync, c.run_id, w)
                     .bind(at.clone())
                     .bind((e.deleted_a || e.deleted_b).then(|| at.clone()));
             }
@@ -1324,9 +1343,9 @@ impl StateStore {
         for w in with_id {
             let sql = self.sql(&format!(
                 "INSERT INTO entries ({ENTRY_WRITE_COLS}, updated_at) VALUES ({}) RETURNING id",
-                ph(1, 19)
+                ph(1, 21)
             ));
-            let id: i64 = bind_entry(sqlx::query(&sql), &c.sync, w)
+            let id: i64 = bind_entry(sqlx::query(&sql), &c.sync, c.run_id, w)
                 .bind(at.clone())
                 .fetch_one(&mut *tx)
                 .await?
@@ -1394,9 +1413,10 @@ impl StateStore {
         let mut rows: Vec<LogRow<'_>> = Vec::new();
         for w in &c.entries {
             let e = &w.entry;
-            // A create is logged without its values: they are the entry's
-            // seen values until a later change, which the log holds.
-            for side in &w.created {
+            // A create is kept in its entry (see `history`), and logged
+            // without its values: they are the entry's seen values until a
+            // later change, which the log holds.
+            for side in w.created.iter().skip(1) {
                 rows.push((
                     e.a_id.clone(),
                     e.b_id.clone(),
@@ -1634,7 +1654,8 @@ impl StateStore {
         .bind(b_id.map(str::to_string))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let mut out = rows
+            .iter()
             .map(|r| {
                 Ok(ChangeRow {
                     run_id: r.try_get("run_id")?,
@@ -1645,7 +1666,43 @@ impl StateStore {
                     at: r.try_get("at")?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        // Creates are kept in their entries: first in their run.
+        let created = sqlx::query(&self.sql(
+            "SELECT e.created_run, e.created_side, r.started_at FROM entries e
+             LEFT JOIN runs r ON r.id = e.created_run
+             WHERE e.sync = $1 AND (e.a_id = $2 OR e.b_id = $3) AND e.created_run IS NOT NULL",
+        ))
+        .bind(sync)
+        .bind(a_id.map(str::to_string))
+        .bind(b_id.map(str::to_string))
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &created {
+            let run_id: i64 = r.try_get("created_run")?;
+            let at = out
+                .iter()
+                .find(|c| c.run_id == run_id)
+                .map(|c| c.at.clone())
+                .or(r.try_get::<Option<String>, _>("started_at")?)
+                .unwrap_or_default();
+            let pos = out
+                .iter()
+                .position(|c| c.run_id >= run_id)
+                .unwrap_or(out.len());
+            out.insert(
+                pos,
+                ChangeRow {
+                    run_id,
+                    side: r.try_get("created_side")?,
+                    field: "*created*".to_string(),
+                    old: None,
+                    new: None,
+                    at,
+                },
+            );
+        }
+        Ok(out)
     }
 
     pub async fn conflicts(&self, sync: Option<&str>, open_only: bool) -> Result<Vec<ConflictRow>> {

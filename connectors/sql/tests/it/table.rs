@@ -413,7 +413,8 @@ async fn the_overlap_takes_only_what_a_read_could_have_missed() {
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    db.exec("UPDATE items SET name = 'newer' WHERE id = 20").await;
+    db.exec("UPDATE items SET name = 'newer' WHERE id = 20")
+        .await;
     let (ids, cursor) = read_since(obj.as_ref(), &cursor).await;
     assert_eq!(ids, BTreeSet::from(["20".to_string()]));
     sqlx::query("COMMIT").execute(&mut late).await.unwrap();

@@ -667,12 +667,14 @@ async fn a_version_1_store_is_upgraded_with_a_vault() {
     StateStore::open(&tmp.url).await.unwrap().close().await;
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&tmp.url).await.unwrap();
-    // What versions 2 to 4 added goes: this is a version 1 store.
+    // What versions 2 to 6 added goes: this is a version 1 store.
     for q in [
         "DROP TABLE secrets",
         "DROP TABLE leases",
         "DROP INDEX entries_revisit",
         "ALTER TABLE entries DROP COLUMN reason_code",
+        "ALTER TABLE entries DROP COLUMN created_run",
+        "ALTER TABLE entries DROP COLUMN created_side",
         "UPDATE puente_meta SET value = '1' WHERE key = 'schema_version'",
     ] {
         sqlx::query(q).execute(&pool).await.unwrap();
@@ -693,6 +695,8 @@ async fn a_version_3_store_gets_typed_reasons() {
     for q in [
         "DROP INDEX entries_revisit",
         "ALTER TABLE entries DROP COLUMN reason_code",
+        "ALTER TABLE entries DROP COLUMN created_run",
+        "ALTER TABLE entries DROP COLUMN created_side",
         "UPDATE puente_meta SET value = '3' WHERE key = 'schema_version'",
     ] {
         sqlx::query(q).execute(&pool).await.unwrap();
@@ -912,4 +916,90 @@ async fn the_change_log_drops_what_is_older_than_its_retention() {
     );
     assert_eq!(count().await, 0);
     pool.close().await;
+}
+
+/// A link whose b seen values are written exactly as a's keeps them once,
+/// and a create is kept in its entry rather than as a change-log row; both
+/// read back as before (seen values, and the create first in the history).
+#[tokio::test]
+async fn like_seen_values_and_creates_take_no_extra_rows() {
+    let tmp = TempSqlite::new("state-like");
+    let store = StateStore::open(&tmp.url).await.unwrap();
+    let mut same = linked("a1", "b1", "ana@example.com");
+    same.seen_b = same.seen_a.clone();
+    let differs = linked("a2", "b2", "bo@example.com");
+    let run = store.start_run("s", false).await.unwrap();
+    let mut created = write(same.clone());
+    created.created.push(Side::B);
+    let mut changed = write(differs.clone());
+    changed.changes.push((
+        Side::B,
+        FieldChange {
+            field: "mail".into(),
+            old: Value::Null,
+            new: Value::text("bo@example.com"),
+        },
+    ));
+    store
+        .commit(&Commit {
+            sync: "s".into(),
+            run_id: run,
+            entries: vec![created, changed],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    let got = store
+        .entries_by_ids("s", Side::A, &["a1".to_string(), "a2".to_string()])
+        .await
+        .unwrap();
+    let by = |id: &str| got.iter().find(|e| e.a_id.as_deref() == Some(id)).unwrap();
+    assert_eq!(by("a1").seen_b, same.seen_b);
+    assert_eq!(by("a2").seen_b, differs.seen_b);
+
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&tmp.url).await.unwrap();
+    let (stored,): (i64,) = sqlx::query_as("SELECT LENGTH(seen_b) FROM entries WHERE a_id = 'a1'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "b's seen values are a's: stored as a mark");
+    let (logged,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM changes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        logged, 1,
+        "only the change is a row; the create is in its entry"
+    );
+    pool.close().await;
+
+    // A later run changes the created record: the create comes first.
+    let run2 = store.start_run("s", false).await.unwrap();
+    let mut w = write(by("a1").clone());
+    w.id = Some(by("a1").id);
+    w.changes.push((
+        Side::B,
+        FieldChange {
+            field: "email".into(),
+            old: Value::text("ana@example.com"),
+            new: Value::text("ana@example.org"),
+        },
+    ));
+    store
+        .commit(&Commit {
+            sync: "s".into(),
+            run_id: run2,
+            entries: vec![w],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    let hist = store.history("s", Some("a1"), None).await.unwrap();
+    let fields: Vec<(&str, &str, i64)> = hist
+        .iter()
+        .map(|c| (c.field.as_str(), c.side.as_str(), c.run_id))
+        .collect();
+    assert_eq!(fields, vec![("*created*", "b", run), ("email", "b", run2)]);
+    assert!(!hist[0].at.is_empty());
 }
