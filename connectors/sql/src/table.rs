@@ -259,6 +259,81 @@ impl SqlTable {
         }
     }
 
+    /// One statement updating `rows` rows' `cols` (all the same columns):
+    /// per row the key, then the values, bound in that order.
+    fn update_many_sql(&self, cols: &[usize], rows: usize) -> String {
+        let f = self.flavor;
+        let src = &self.source;
+        let pkq = self.q(&self.cols[self.pk].name);
+        let width = cols.len() + 1;
+        let expr = |row: usize, k: usize| {
+            let n = row * width + k + 1;
+            match k {
+                0 => self.cols[self.pk].write_expr(f, n),
+                _ => self.cols[cols[k - 1]].write_expr(f, n),
+            }
+        };
+        let names: Vec<String> = (0..width)
+            .map(|k| if k == 0 { "k".into() } else { format!("c{k}") })
+            .collect();
+        let sets = cols
+            .iter()
+            .enumerate()
+            .map(|(k, c)| format!("{} = v.{}", self.q(&self.cols[*c].name), names[k + 1]))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match f {
+            Flavor::Mysql => {
+                let selects = (0..rows)
+                    .map(|r| {
+                        let list = (0..width)
+                            .map(|k| match r {
+                                0 => format!("{} AS {}", expr(r, k), names[k]),
+                                _ => expr(r, k),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        format!("SELECT {list}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ");
+                let sets = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(k, c)| format!("t.{} = v.{}", self.q(&self.cols[*c].name), names[k + 1]))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("UPDATE {src} AS t JOIN ({selects}) AS v ON t.{pkq} = v.k SET {sets}")
+            }
+            Flavor::Postgres => {
+                let values = (0..rows)
+                    .map(|r| {
+                        let list = (0..width).map(|k| expr(r, k)).collect::<Vec<_>>();
+                        format!("({})", list.join(", "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "UPDATE {src} AS t SET {sets} FROM (VALUES {values}) AS v ({}) WHERE t.{pkq} = v.k",
+                    names.join(", ")
+                )
+            }
+            Flavor::Sqlite => {
+                let values = (0..rows)
+                    .map(|r| {
+                        let list = (0..width).map(|k| expr(r, k)).collect::<Vec<_>>();
+                        format!("({})", list.join(", "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "WITH v ({}) AS (VALUES {values}) UPDATE {src} SET {sets} FROM v WHERE {src}.{pkq} = v.k",
+                    names.join(", ")
+                )
+            }
+        }
+    }
+
     /// PostgreSQL: the oldest transaction still open (its id), which every
     /// row a later read may see for the first time was written by or after.
     async fn oldest_open_transaction(&self) -> Result<i64, ConnectorError> {
@@ -507,6 +582,36 @@ impl SqlTable {
                             };
                             readback.push((i, pk));
                         }
+                        i = j;
+                    }
+                    Prepared::Update { cols, .. } if !cols.is_empty() && ops.len() - i > 1 => {
+                        // A run of updates of the same columns, each row once,
+                        // becomes one statement joined to the new values.
+                        let max_rows = (flavor.max_params() / (cols.len() + 1)).clamp(1, 1000);
+                        let mut pks = std::collections::HashSet::new();
+                        let mut j = i;
+                        while j < ops.len() && j - i < max_rows {
+                            match ops[j] {
+                                Prepared::Update { pk, cols: c2, .. }
+                                    if c2 == cols && pks.insert(pk.to_text()) =>
+                                {
+                                    j += 1
+                                }
+                                _ => break,
+                            }
+                        }
+                        let sql = self.update_many_sql(cols, j - i);
+                        let mut q = sqlx::query(&sql);
+                        for (k, op) in ops[i..j].iter().enumerate() {
+                            if let Prepared::Update { pk, cols, vals } = op {
+                                q = bind_value!(q, &self.cols[self.pk], pk, flavor);
+                                for (c, v) in cols.iter().zip(vals) {
+                                    q = bind_value!(q, &self.cols[*c], v, flavor);
+                                }
+                                readback.push((i + k, pk.clone()));
+                            }
+                        }
+                        q.execute(&mut *tx).await?;
                         i = j;
                     }
                     Prepared::Update { pk, cols, vals } => {

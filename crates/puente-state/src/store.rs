@@ -342,11 +342,7 @@ fn bind_entry<'q>(
         message,
         hint,
     } = status_columns(&e.status);
-    let seen_a = to_json(&e.seen_a);
-    let seen_b = match (&seen_a, to_json(&e.seen_b)) {
-        (Some(a), Some(b)) if *a == b => Some(SAME_KEY.to_string()),
-        (_, b) => b,
-    };
+    let (seen_a, seen_b) = stored_seen(e);
     q.bind(sync.to_string())
         .bind(e.a_id.clone())
         .bind(e.b_id.clone())
@@ -543,6 +539,57 @@ fn value_json(v: &Value) -> String {
     serde_json::to_string(v).expect("value serialises")
 }
 
+/// Binds the columns of the in-place update of an existing entry, in the
+/// order of its `v` list but for `updated_at` (bound last by the caller).
+fn bind_in_place<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    sync: &str,
+    run_id: i64,
+    w: &EntryWrite,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let e = &w.entry;
+    let StatusColumns {
+        status,
+        code,
+        reason,
+        category,
+        message,
+        hint,
+    } = status_columns(&e.status);
+    let (seen_a, seen_b) = stored_seen(e);
+    q.bind(w.id.unwrap_or_default())
+        .bind(sync.to_string())
+        .bind(e.a_id.clone())
+        .bind(e.b_id.clone())
+        .bind(e.key_a.clone())
+        .bind(stored_key_b(e))
+        .bind(status)
+        .bind(code)
+        .bind(seen_a)
+        .bind(seen_b)
+        .bind(e.deleted_a as i64)
+        .bind(e.deleted_b as i64)
+        .bind(e.echo_a as i64)
+        .bind(e.echo_b as i64)
+        .bind(reason)
+        .bind(category)
+        .bind(message)
+        .bind(hint)
+        .bind(w.failed_attempt as i64)
+        .bind((!w.created.is_empty()).then_some(run_id))
+        .bind(w.created.first().map(|s| s.as_str()))
+}
+
+/// An entry's seen values as stored: b's as a mark when written exactly as a's.
+fn stored_seen(e: &Entry) -> (Option<String>, Option<String>) {
+    let seen_a = to_json(&e.seen_a);
+    let seen_b = match (&seen_a, to_json(&e.seen_b)) {
+        (Some(a), Some(b)) if *a == b => Some(SAME_KEY.to_string()),
+        (_, b) => b,
+    };
+    (seen_a, seen_b)
+}
+
 /// How a status is stored: its name, the reason's code and message (excluded,
 /// waiting), or the failure's category, message and hint.
 #[derive(Default)]
@@ -648,6 +695,11 @@ impl StateStore {
                             .execute(&mut *conn)
                             .await?;
                         sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                        // 32 MiB of pages (2 MiB by default): a run's lookups
+                        // and updates land all over a large store's indexes.
+                        sqlx::query("PRAGMA cache_size = -32768")
                             .execute(&mut *conn)
                             .await?;
                     }
@@ -1068,12 +1120,16 @@ impl StateStore {
     /// has settled; in id order, `limit` at most.
     pub async fn revisit_page(&self, sync: &str, r: &Revisit, limit: usize) -> Result<Vec<Entry>> {
         let ids: Vec<i64> = sqlx::query_scalar(&self.sql(
-            "SELECT id FROM entries e WHERE sync = $1 AND id > $2 AND updated_at < $3
-               AND ($4 = '' OR reason_code = $5) AND ($6 = '' OR reason_code IS NULL OR reason_code <> $7)
-               AND (status IN ('failed', 'waiting') OR EXISTS
-                 (SELECT 1 FROM conflicts c WHERE c.entry_id = e.id AND c.state = 'resolved'))
-             ORDER BY id LIMIT $8",
+            // The candidates through indexes (statuses, settled conflicts),
+            // never a scan of every entry: most of a large sync is in sync.
+            "SELECT id FROM entries e WHERE id IN
+                 (SELECT id FROM entries WHERE sync = $1 AND status IN ('failed', 'waiting')
+                  UNION ALL SELECT entry_id FROM conflicts WHERE sync = $2 AND state = 'resolved')
+               AND id > $3 AND updated_at < $4
+               AND ($5 = '' OR reason_code = $6) AND ($7 = '' OR reason_code IS NULL OR reason_code <> $8)
+             ORDER BY id LIMIT $9",
         ))
+        .bind(sync)
         .bind(sync)
         .bind(r.after)
         .bind(r.before.clone())
@@ -1288,9 +1344,53 @@ impl StateStore {
         // Updates first (they may free ids that new entries take), then inserts.
         let (existing, new): (Vec<&EntryWrite>, Vec<&EntryWrite>) =
             c.entries.iter().partition(|w| w.id.is_some());
-        // Existing entries: one multi-row upsert per chunk.
-        const UCOLS: usize = 22;
+        // Existing entries whose link, keys and status stay as they were
+        // (most writes: seen values after a change) are updated in place,
+        // without touching an index: each indexed column rewritten, even to
+        // its own value, costs a random index page on a large store.
+        let mut moved: Vec<&EntryWrite> = Vec::new();
+        const NCOLS: usize = 22;
         for chunk in existing.chunks(CHUNK / 2) {
+            let sql = self.rows_sql(
+                "WITH v (id, sync, a_id, b_id, key_a, key_b, status, reason_code, seen_a, seen_b,
+                   deleted_a, deleted_b, echo_a, echo_b, reason, category, message, hint, attempts,
+                   created_run, created_side, updated_at) AS (VALUES",
+                ") UPDATE entries SET seen_a = v.seen_a, seen_b = v.seen_b,
+                   deleted_a = v.deleted_a, deleted_b = v.deleted_b, echo_a = v.echo_a, echo_b = v.echo_b,
+                   reason = v.reason, category = v.category, message = v.message, hint = v.hint,
+                   attempts = CASE WHEN v.attempts = 1 THEN entries.attempts + 1 ELSE 0 END,
+                   updated_at = v.updated_at,
+                   created_run = COALESCE(v.created_run, entries.created_run),
+                   created_side = COALESCE(v.created_side, entries.created_side),
+                   deleted_at = CASE WHEN v.deleted_a = 1 OR v.deleted_b = 1
+                     THEN COALESCE(entries.deleted_at, v.updated_at) ELSE NULL END
+                 FROM v WHERE entries.id = v.id AND entries.sync = v.sync
+                   AND entries.a_id IS NOT DISTINCT FROM v.a_id AND entries.b_id IS NOT DISTINCT FROM v.b_id
+                   AND entries.key_a IS NOT DISTINCT FROM v.key_a AND entries.key_b IS NOT DISTINCT FROM v.key_b
+                   AND entries.status = v.status AND entries.reason_code IS NOT DISTINCT FROM v.reason_code
+                 RETURNING entries.id",
+                NCOLS,
+                chunk.len(),
+            );
+            let mut q = sqlx::query(&sql);
+            for w in chunk {
+                q = bind_in_place(q, &c.sync, c.run_id, w).bind(at.clone());
+            }
+            let done: std::collections::HashSet<i64> = q
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<i64, _>("id"))
+                .collect::<std::result::Result<_, _>>()?;
+            moved.extend(
+                chunk
+                    .iter()
+                    .filter(|w| !done.contains(&w.id.unwrap_or_default())),
+            );
+        }
+        // The rest: one multi-row upsert per chunk.
+        const UCOLS: usize = 22;
+        for chunk in moved.chunks(CHUNK / 2) {
             let sql = self.rows_sql(
                 &format!("INSERT INTO entries (id, {ENTRY_WRITE_COLS}, updated_at)
                  VALUES"),

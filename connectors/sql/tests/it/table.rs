@@ -243,6 +243,72 @@ async fn tables(db: Db) {
         0
     );
 
+    // Updates of the same columns go as one statement per run of them:
+    // every type lands exactly, and a row that fails (a duplicate sku)
+    // fails alone.
+    let update = |id: i64, sku: &str| WriteOp::Update {
+        id: id.to_string(),
+        fields: [
+            ("sku".to_string(), Value::text(sku)),
+            (
+                "price".to_string(),
+                Value::decimal(format!("{id}.25").parse().unwrap()),
+            ),
+            ("tier".to_string(), Value::text("silver")),
+            (
+                "born".to_string(),
+                Value::Date("2001-02-03".parse().unwrap()),
+            ),
+            ("seen_at".to_string(), Value::DateTime(when)),
+            ("active".to_string(), Value::Bool(id % 2 == 1)),
+            ("name".to_string(), Value::Null),
+        ]
+        .into(),
+    };
+    let mut out = obj
+        .write(vec![
+            update(10, "U10"),
+            update(11, "U11"),
+            update(12, "S13"),
+            update(13, "U13"),
+        ])
+        .await
+        .unwrap();
+    // And a run with no failure: the statement itself, on every type.
+    out.extend(
+        obj.write(vec![update(14, "U14"), update(15, "U15")])
+            .await
+            .unwrap(),
+    );
+    for (k, o) in out.iter().enumerate() {
+        let id = 10 + k as i64;
+        if id == 12 {
+            assert!(
+                matches!(o, WriteOutcome::Failed(f) if f.category == FailureCategory::Duplicate),
+                "{o:?}"
+            );
+            continue;
+        }
+        let WriteOutcome::Written(r) = o else {
+            panic!("{id}: {o:?}")
+        };
+        assert_eq!(r.id, id.to_string());
+        assert_eq!(r.get("sku"), &Value::text(format!("U{id}")));
+        assert_eq!(
+            r.get("price"),
+            &Value::decimal(format!("{id}.25").parse().unwrap())
+        );
+        assert_eq!(r.get("born"), &Value::Date("2001-02-03".parse().unwrap()));
+        assert_eq!(r.get("seen_at"), &Value::DateTime(when));
+        assert_eq!(r.get("name"), &Value::Null);
+    }
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS x FROM items WHERE sku = 'S12'")
+            .await,
+        1,
+        "the failed row is as it was"
+    );
+
     // A named query reads but never writes.
     let q = conn
         .open(&ObjectSpec {
