@@ -697,9 +697,9 @@ impl StateStore {
                         sqlx::query("PRAGMA busy_timeout = 10000")
                             .execute(&mut *conn)
                             .await?;
-                        // 32 MiB of pages (2 MiB by default): a run's lookups
+                        // 16 MiB of pages (2 MiB by default): a run's lookups
                         // and updates land all over a large store's indexes.
-                        sqlx::query("PRAGMA cache_size = -32768")
+                        sqlx::query("PRAGMA cache_size = -16384")
                             .execute(&mut *conn)
                             .await?;
                     }

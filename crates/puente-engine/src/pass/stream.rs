@@ -66,8 +66,23 @@ impl Pass<'_> {
             token = self.backfill_page(side).await?;
         }
         let mut n = 0;
+        // The next page is read while this one is planned and applied.
+        let mut ahead = Ahead(None);
         loop {
-            let page = self.read_page(side, since.as_ref(), token).await?;
+            let page = match ahead.0.take() {
+                Some(read) => match read.await {
+                    Ok(page) => page.map_err(self.connector_err(side))?,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                },
+                None => self.read_page(side, since.as_ref(), token).await?,
+            };
+            if let Some(next) = &page.next {
+                let (obj, since, next) = (self.obj(side).clone(), since.clone(), next.clone());
+                ahead.0 = Some(tokio::spawn(
+                    async move { obj.read(since.as_ref(), Some(next)).await }
+                        .instrument(tracing::Span::current()),
+                ));
+            }
             n += page.records.len();
             self.report.side(side).read += page.records.len() as u64;
             self.progress(Progress::Reading {
@@ -160,6 +175,20 @@ impl Pass<'_> {
             self.apply(p, &old).await?;
         }
         Ok(())
+    }
+}
+
+/// A page being read ahead; dropped (the pass stopped or failed), its read
+/// is stopped.
+struct Ahead(
+    Option<tokio::task::JoinHandle<Result<puente_core::Page, puente_core::ConnectorError>>>,
+);
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        if let Some(read) = &self.0 {
+            read.abort();
+        }
     }
 }
 
