@@ -524,8 +524,7 @@ fn from_json(s: Option<String>) -> Result<Option<Fields>> {
 
 /// What `key_b` holds when it equals `key_a` (most links): the key is not
 /// stored twice. A key lookup finds the entry through `key_a`. `seen_b`
-/// holds it too when b's seen values are written exactly as a's (the same
-/// field names and values, as after a copy between like tables).
+/// holds it too when b's seen values are exactly a's (see `stored_seen`).
 const SAME_KEY: &str = "\u{1}";
 
 fn stored_key_b(e: &Entry) -> Option<String> {
@@ -580,14 +579,86 @@ fn bind_in_place<'q>(
         .bind(w.created.first().map(|s| s.as_str()))
 }
 
-/// An entry's seen values as stored: b's as a mark when written exactly as a's.
+/// An entry's seen values as stored. Where b's fields have a's names (a
+/// copy between like tables), b's are stored by position against a's: `[]`
+/// for a value exactly as a's, the value itself otherwise; and as one mark
+/// when every value is a's.
 fn stored_seen(e: &Entry) -> (Option<String>, Option<String>) {
     let seen_a = to_json(&e.seen_a);
-    let seen_b = match (&seen_a, to_json(&e.seen_b)) {
-        (Some(a), Some(b)) if *a == b => Some(SAME_KEY.to_string()),
-        (_, b) => b,
+    let seen_b = match (&e.seen_a, &e.seen_b) {
+        (Some(a), Some(b)) if a.len() == b.len() && a.keys().eq(b.keys()) => {
+            let same: Vec<bool> = a
+                .values()
+                .zip(b.values())
+                .map(|(x, y)| exactly(x, y))
+                .collect();
+            if same.iter().all(|s| *s) {
+                Some(SAME_KEY.to_string())
+            } else {
+                let by_position: Vec<Option<CompactValue<'_>>> = b
+                    .values()
+                    .zip(&same)
+                    .map(|(v, s)| (!s).then_some(CompactValue(v)))
+                    .collect();
+                Some(serde_json::to_string(&ByPosition(&by_position)).expect("fields serialise"))
+            }
+        }
+        (_, b) => to_json(b),
     };
     (seen_a, seen_b)
+}
+
+/// Values equal and written alike (a decimal's scale too).
+fn exactly(x: &Value, y: &Value) -> bool {
+    match (x, y) {
+        (Value::Decimal(p), Value::Decimal(q)) => p == q && p.scale() == q.scale(),
+        _ => x == y,
+    }
+}
+
+/// b's seen values by position: `[]` where a's value stands.
+struct ByPosition<'a>(&'a [Option<CompactValue<'a>>]);
+
+impl Serialize for ByPosition<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for v in self.0 {
+            match v {
+                Some(v) => seq.serialize_element(v)?,
+                None => seq.serialize_element(&[(); 0])?,
+            }
+        }
+        seq.end()
+    }
+}
+
+/// b's seen values from their stored form (`stored_seen`), given a's.
+fn seen_b_from(stored: Option<String>, seen_a: &Option<Fields>) -> Result<Option<Fields>> {
+    match stored {
+        Some(s) if s == SAME_KEY => Ok(seen_a.clone()),
+        Some(s) if s.starts_with('[') => {
+            let corrupt = |why: String| StateError::Corrupt(format!("seen values of b: {why}"));
+            let list: Vec<serde_json::Value> =
+                serde_json::from_str(&s).map_err(|e| corrupt(e.to_string()))?;
+            let a = seen_a
+                .as_ref()
+                .filter(|a| a.len() == list.len())
+                .ok_or_else(|| corrupt("stored by position, but a's do not match".into()))?;
+            a.iter()
+                .zip(list)
+                .map(|((k, v), j)| {
+                    let v = match j {
+                        serde_json::Value::Array(x) if x.is_empty() => v.clone(),
+                        j => expand_value(j).map_err(|e| corrupt(e.to_string()))?,
+                    };
+                    Ok((k.clone(), v))
+                })
+                .collect::<Result<Fields>>()
+                .map(Some)
+        }
+        other => from_json(other),
+    }
 }
 
 /// How a status is stored: its name, the reason's code and message (excluded,
@@ -697,9 +768,9 @@ impl StateStore {
                         sqlx::query("PRAGMA busy_timeout = 10000")
                             .execute(&mut *conn)
                             .await?;
-                        // 16 MiB of pages (2 MiB by default): a run's lookups
+                        // 8 MiB of pages (2 MiB by default): a run's lookups
                         // and updates land all over a large store's indexes.
-                        sqlx::query("PRAGMA cache_size = -16384")
+                        sqlx::query("PRAGMA cache_size = -8192")
                             .execute(&mut *conn)
                             .await?;
                     }
@@ -982,10 +1053,7 @@ impl StateStore {
             other => other,
         };
         e.seen_a = from_json(r.try_get("seen_a")?)?;
-        e.seen_b = match r.try_get::<Option<String>, _>("seen_b")? {
-            Some(s) if s == SAME_KEY => e.seen_a.clone(),
-            other => from_json(other)?,
-        };
+        e.seen_b = seen_b_from(r.try_get("seen_b")?, &e.seen_a)?;
         e.deleted_a = r.try_get::<i64, _>("deleted_a")? != 0;
         e.deleted_b = r.try_get::<i64, _>("deleted_b")? != 0;
         e.echo_a = r.try_get::<i64, _>("echo_a")? != 0;

@@ -928,6 +928,11 @@ async fn like_seen_values_and_creates_take_no_extra_rows() {
     let mut same = linked("a1", "b1", "ana@example.com");
     same.seen_b = same.seen_a.clone();
     let differs = linked("a2", "b2", "bo@example.com");
+    // b's fields named as a's, one value of another type (text, not decimal).
+    let mut alike = linked("a3", "b3", "cy@example.com");
+    let mut b = alike.seen_a.clone().unwrap();
+    b.insert("amount".into(), Value::text("1500.50"));
+    alike.seen_b = Some(b);
     let run = store.start_run("s", false).await.unwrap();
     let mut created = write(same.clone());
     created.created.push(Side::B);
@@ -944,18 +949,28 @@ async fn like_seen_values_and_creates_take_no_extra_rows() {
         .commit(&Commit {
             sync: "s".into(),
             run_id: run,
-            entries: vec![created, changed],
+            entries: vec![created, changed, write(alike.clone())],
             ..Commit::default()
         })
         .await
         .unwrap();
     let got = store
-        .entries_by_ids("s", Side::A, &["a1".to_string(), "a2".to_string()])
+        .entries_by_ids(
+            "s",
+            Side::A,
+            &["a1".to_string(), "a2".to_string(), "a3".to_string()],
+        )
         .await
         .unwrap();
     let by = |id: &str| got.iter().find(|e| e.a_id.as_deref() == Some(id)).unwrap();
     assert_eq!(by("a1").seen_b, same.seen_b);
     assert_eq!(by("a2").seen_b, differs.seen_b);
+    assert_eq!(by("a3").seen_b, alike.seen_b);
+    assert_eq!(
+        by("a3").seen_b.as_ref().unwrap()["amount"],
+        Value::text("1500.50"),
+        "of its own type"
+    );
 
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&tmp.url).await.unwrap();
@@ -964,6 +979,11 @@ async fn like_seen_values_and_creates_take_no_extra_rows() {
         .await
         .unwrap();
     assert_eq!(stored, 1, "b's seen values are a's: stored as a mark");
+    let (stored,): (String,) = sqlx::query_as("SELECT seen_b FROM entries WHERE a_id = 'a3'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, r#"["1500.50",[]]"#, "by position against a's");
     let (logged,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM changes")
         .fetch_one(&pool)
         .await
