@@ -67,22 +67,13 @@ impl Pass<'_> {
         }
         let mut n = 0;
         // The next page is read while this one is planned and applied.
-        let mut ahead = Ahead(None);
+        // The next page, read while this one is applied.
+        let mut ahead: Option<puente_core::Page> = None;
         loop {
-            let page = match ahead.0.take() {
-                Some(read) => match read.await {
-                    Ok(page) => page.map_err(self.connector_err(side))?,
-                    Err(e) => std::panic::resume_unwind(e.into_panic()),
-                },
+            let page = match ahead.take() {
+                Some(page) => page,
                 None => self.read_page(side, since.as_ref(), token).await?,
             };
-            if let Some(next) = &page.next {
-                let (obj, since, next) = (self.obj(side).clone(), since.clone(), next.clone());
-                ahead.0 = Some(tokio::spawn(
-                    async move { obj.read(since.as_ref(), Some(next)).await }
-                        .instrument(tracing::Span::current()),
-                ));
-            }
             n += page.records.len();
             self.report.side(side).read += page.records.len() as u64;
             self.progress(Progress::Reading {
@@ -119,7 +110,20 @@ impl Pass<'_> {
             if holding {
                 hold_creates(&mut p);
             }
-            self.apply(p, &old).await?;
+            // On this task (its memory stays with it): the read goes on
+            // while the apply waits on the target and the state store.
+            let read_next = {
+                let (obj, since, next) = (self.obj(side).clone(), since.clone(), page.next.clone());
+                async move {
+                    match next {
+                        Some(t) => Some(obj.read(since.as_ref(), Some(t)).await),
+                        None => None,
+                    }
+                }
+            };
+            let (applied, next) = tokio::join!(self.apply(p, &old), read_next);
+            applied?;
+            ahead = next.transpose().map_err(self.connector_err(side))?;
             token = page.next;
             let g = gradual.as_deref_mut().filter(|_| backfilling);
             if token.is_none() {
@@ -175,20 +179,6 @@ impl Pass<'_> {
             self.apply(p, &old).await?;
         }
         Ok(())
-    }
-}
-
-/// A page being read ahead; dropped (the pass stopped or failed), its read
-/// is stopped.
-struct Ahead(
-    Option<tokio::task::JoinHandle<Result<puente_core::Page, puente_core::ConnectorError>>>,
-);
-
-impl Drop for Ahead {
-    fn drop(&mut self) {
-        if let Some(read) = &self.0 {
-            read.abort();
-        }
     }
 }
 
