@@ -305,7 +305,7 @@ impl SqlTable {
                     .join(", ");
                 format!("UPDATE {src} AS t JOIN ({selects}) AS v ON t.{pkq} = v.k SET {sets}")
             }
-            Flavor::Postgres => {
+            Flavor::Postgres | Flavor::Sqlite => {
                 let values = (0..rows)
                     .map(|r| {
                         let list = (0..width).map(|k| expr(r, k)).collect::<Vec<_>>();
@@ -313,23 +313,15 @@ impl SqlTable {
                     })
                     .collect::<Vec<_>>()
                     .join(", ");
-                format!(
-                    "UPDATE {src} AS t SET {sets} FROM (VALUES {values}) AS v ({}) WHERE t.{pkq} = v.k",
-                    names.join(", ")
-                )
-            }
-            Flavor::Sqlite => {
-                let values = (0..rows)
-                    .map(|r| {
-                        let list = (0..width).map(|k| expr(r, k)).collect::<Vec<_>>();
-                        format!("({})", list.join(", "))
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!(
-                    "WITH v ({}) AS (VALUES {values}) UPDATE {src} SET {sets} FROM v WHERE {src}.{pkq} = v.k",
-                    names.join(", ")
-                )
+                let names = names.join(", ");
+                match f {
+                    Flavor::Postgres => format!(
+                        "UPDATE {src} AS t SET {sets} FROM (VALUES {values}) AS v ({names}) WHERE t.{pkq} = v.k"
+                    ),
+                    _ => format!(
+                        "WITH v ({names}) AS (VALUES {values}) UPDATE {src} SET {sets} FROM v WHERE {src}.{pkq} = v.k"
+                    ),
+                }
             }
         }
     }

@@ -538,47 +538,6 @@ fn value_json(v: &Value) -> String {
     serde_json::to_string(v).expect("value serialises")
 }
 
-/// Binds the columns of the in-place update of an existing entry, in the
-/// order of its `v` list but for `updated_at` (bound last by the caller).
-fn bind_in_place<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    sync: &str,
-    run_id: i64,
-    w: &EntryWrite,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    let e = &w.entry;
-    let StatusColumns {
-        status,
-        code,
-        reason,
-        category,
-        message,
-        hint,
-    } = status_columns(&e.status);
-    let (seen_a, seen_b) = stored_seen(e);
-    q.bind(w.id.unwrap_or_default())
-        .bind(sync.to_string())
-        .bind(e.a_id.clone())
-        .bind(e.b_id.clone())
-        .bind(e.key_a.clone())
-        .bind(stored_key_b(e))
-        .bind(status)
-        .bind(code)
-        .bind(seen_a)
-        .bind(seen_b)
-        .bind(e.deleted_a as i64)
-        .bind(e.deleted_b as i64)
-        .bind(e.echo_a as i64)
-        .bind(e.echo_b as i64)
-        .bind(reason)
-        .bind(category)
-        .bind(message)
-        .bind(hint)
-        .bind(w.failed_attempt as i64)
-        .bind((!w.created.is_empty()).then_some(run_id))
-        .bind(w.created.first().map(|s| s.as_str()))
-}
-
 /// An entry's seen values as stored. Where b's fields have a's names (a
 /// copy between like tables), b's are stored by position against a's: `[]`
 /// for a value exactly as a's, the value itself otherwise; and as one mark
@@ -1420,9 +1379,7 @@ impl StateStore {
         const NCOLS: usize = 22;
         for chunk in existing.chunks(CHUNK / 2) {
             let sql = self.rows_sql(
-                "WITH v (id, sync, a_id, b_id, key_a, key_b, status, reason_code, seen_a, seen_b,
-                   deleted_a, deleted_b, echo_a, echo_b, reason, category, message, hint, attempts,
-                   created_run, created_side, updated_at) AS (VALUES",
+                &format!("WITH v (id, {ENTRY_WRITE_COLS}, updated_at) AS (VALUES"),
                 ") UPDATE entries SET seen_a = v.seen_a, seen_b = v.seen_b,
                    deleted_a = v.deleted_a, deleted_b = v.deleted_b, echo_a = v.echo_a, echo_b = v.echo_b,
                    reason = v.reason, category = v.category, message = v.message, hint = v.hint,
@@ -1442,7 +1399,8 @@ impl StateStore {
             );
             let mut q = sqlx::query(&sql);
             for w in chunk {
-                q = bind_in_place(q, &c.sync, c.run_id, w).bind(at.clone());
+                q = bind_entry(q.bind(w.id.unwrap_or_default()), &c.sync, c.run_id, w)
+                    .bind(at.clone());
             }
             let done: std::collections::HashSet<i64> = q
                 .fetch_all(&mut *tx)
