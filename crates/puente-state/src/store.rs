@@ -12,13 +12,14 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, ConnectOptions, Row};
 
 /// Schema migrations, in order: version N is the first N applied.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     include_str!("migrations.sql"),
     include_str!("migrations_v2.sql"),
     include_str!("migrations_v3.sql"),
     include_str!("migrations_v4.sql"),
     include_str!("migrations_v5.sql"),
     include_str!("migrations_v6.sql"),
+    include_str!("migrations_v7.sql"),
 ];
 /// Rows per multi-row statement (well under SQLite's and PostgreSQL's
 /// parameter limits).
@@ -1150,7 +1151,7 @@ impl StateStore {
             // The candidates through indexes (statuses, settled conflicts),
             // never a scan of every entry: most of a large sync is in sync.
             "SELECT id FROM entries e WHERE id IN
-                 (SELECT id FROM entries WHERE sync = $1 AND status IN ('failed', 'waiting')
+                 (SELECT id FROM entries WHERE sync = $1 AND status <> 'in_sync' AND status IN ('failed', 'waiting')
                   UNION ALL SELECT entry_id FROM conflicts WHERE sync = $2 AND state = 'resolved')
                AND id > $3 AND updated_at < $4
                AND ($5 = '' OR reason_code = $6) AND ($7 = '' OR reason_code IS NULL OR reason_code <> $8)
@@ -1630,18 +1631,31 @@ impl StateStore {
     // ----- reporting --------------------------------------------------------
 
     pub async fn status_counts(&self, sync: &str) -> Result<StatusCounts> {
+        // Entries in sync are most of a sync and are left out of the status
+        // index: they are the count of all less the others.
         let rows = sqlx::query(
-            &self.sql("SELECT status, category, COUNT(*) AS n FROM entries WHERE sync = $1 GROUP BY status, category"),
+            &self.sql("SELECT status, category, COUNT(*) AS n FROM entries WHERE sync = $1 AND status <> 'in_sync' GROUP BY status, category"),
         )
         .bind(sync)
         .fetch_all(&self.pool)
         .await?;
-        let mut c = StatusCounts::default();
+        let all: i64 =
+            sqlx::query_scalar(&self.sql("SELECT COUNT(*) FROM entries WHERE sync = $1"))
+                .bind(sync)
+                .fetch_one(&self.pool)
+                .await?;
+        let mut c = StatusCounts {
+            in_sync: all
+                - rows
+                    .iter()
+                    .map(|r| r.try_get::<i64, _>("n"))
+                    .sum::<std::result::Result<i64, _>>()?,
+            ..StatusCounts::default()
+        };
         for r in rows {
             let status: String = r.try_get("status")?;
             let n: i64 = r.try_get("n")?;
             match status.as_str() {
-                "in_sync" => c.in_sync += n,
                 "excluded" => c.excluded += n,
                 "deleted" => c.deleted += n,
                 "waiting" => c.waiting += n,
@@ -1713,7 +1727,7 @@ impl StateStore {
     pub async fn groups(&self, sync: &str) -> Result<Vec<GroupRow>> {
         let rows = sqlx::query(&self.sql(
             "SELECT status, COALESCE(category, reason_code, 'unknown') AS label, COUNT(*) AS n, MIN(hint) AS hint
-             FROM entries WHERE sync = $1 AND status IN ('failed', 'excluded')
+             FROM entries WHERE sync = $1 AND status <> 'in_sync' AND status IN ('failed', 'excluded')
              GROUP BY status, COALESCE(category, reason_code, 'unknown') ORDER BY n DESC, label",
         ))
         .bind(sync)
