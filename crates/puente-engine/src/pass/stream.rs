@@ -66,14 +66,8 @@ impl Pass<'_> {
             token = self.backfill_page(side).await?;
         }
         let mut n = 0;
-        // The next page is read while this one is planned and applied.
-        // The next page, read while this one is applied.
-        let mut ahead: Option<puente_core::Page> = None;
         loop {
-            let page = match ahead.take() {
-                Some(page) => page,
-                None => self.read_page(side, since.as_ref(), token).await?,
-            };
+            let page = self.read_page(side, since.as_ref(), token).await?;
             n += page.records.len();
             self.report.side(side).read += page.records.len() as u64;
             self.progress(Progress::Reading {
@@ -110,20 +104,7 @@ impl Pass<'_> {
             if holding {
                 hold_creates(&mut p);
             }
-            // On this task (its memory stays with it): the read goes on
-            // while the apply waits on the target and the state store.
-            let read_next = {
-                let (obj, since, next) = (self.obj(side).clone(), since.clone(), page.next.clone());
-                async move {
-                    match next {
-                        Some(t) => Some(obj.read(since.as_ref(), Some(t)).await),
-                        None => None,
-                    }
-                }
-            };
-            let (applied, next) = tokio::join!(self.apply(p, &old), read_next);
-            applied?;
-            ahead = next.transpose().map_err(self.connector_err(side))?;
+            self.apply(p, &old).await?;
             token = page.next;
             let g = gradual.as_deref_mut().filter(|_| backfilling);
             if token.is_none() {
