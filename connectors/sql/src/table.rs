@@ -276,10 +276,18 @@ impl SqlTable {
         let names: Vec<String> = (0..width)
             .map(|k| if k == 0 { "k".into() } else { format!("c{k}") })
             .collect();
+        // MariaDB's multi-table UPDATE names the table; the others may not.
+        let target = if f == Flavor::Mysql { "t." } else { "" };
         let sets = cols
             .iter()
             .enumerate()
-            .map(|(k, c)| format!("{} = v.{}", self.q(&self.cols[*c].name), names[k + 1]))
+            .map(|(k, c)| {
+                format!(
+                    "{target}{} = v.{}",
+                    self.q(&self.cols[*c].name),
+                    names[k + 1]
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
         match f {
@@ -297,12 +305,6 @@ impl SqlTable {
                     })
                     .collect::<Vec<_>>()
                     .join(" UNION ALL ");
-                let sets = cols
-                    .iter()
-                    .enumerate()
-                    .map(|(k, c)| format!("t.{} = v.{}", self.q(&self.cols[*c].name), names[k + 1]))
-                    .collect::<Vec<_>>()
-                    .join(", ");
                 format!("UPDATE {src} AS t JOIN ({selects}) AS v ON t.{pkq} = v.k SET {sets}")
             }
             Flavor::Postgres | Flavor::Sqlite => {

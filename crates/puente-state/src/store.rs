@@ -539,6 +539,22 @@ fn value_json(v: &Value) -> String {
     serde_json::to_string(v).expect("value serialises")
 }
 
+/// The `SET` list of an existing entry's columns outside every index, from
+/// the row `new` (the in-place update's values, or an upsert's `excluded`).
+fn unindexed_sets(new: &str) -> String {
+    format!(
+        "seen_a = {new}.seen_a, seen_b = {new}.seen_b,
+         deleted_a = {new}.deleted_a, deleted_b = {new}.deleted_b, echo_a = {new}.echo_a, echo_b = {new}.echo_b,
+         reason = {new}.reason, category = {new}.category, message = {new}.message, hint = {new}.hint,
+         attempts = CASE WHEN {new}.attempts = 1 THEN entries.attempts + 1 ELSE 0 END,
+         updated_at = {new}.updated_at,
+         created_run = COALESCE({new}.created_run, entries.created_run),
+         created_side = COALESCE({new}.created_side, entries.created_side),
+         deleted_at = CASE WHEN {new}.deleted_a = 1 OR {new}.deleted_b = 1
+           THEN COALESCE(entries.deleted_at, {new}.updated_at) ELSE NULL END"
+    )
+}
+
 /// An entry's seen values as stored. Where b's fields have a's names (a
 /// copy between like tables), b's are stored by position against a's: `[]`
 /// for a value exactly as a's, the value itself otherwise; and as one mark
@@ -547,19 +563,14 @@ fn stored_seen(e: &Entry) -> (Option<String>, Option<String>) {
     let seen_a = to_json(&e.seen_a);
     let seen_b = match (&e.seen_a, &e.seen_b) {
         (Some(a), Some(b)) if a.len() == b.len() && a.keys().eq(b.keys()) => {
-            let same: Vec<bool> = a
+            let by_position: Vec<Option<CompactValue<'_>>> = a
                 .values()
                 .zip(b.values())
-                .map(|(x, y)| exactly(x, y))
+                .map(|(x, y)| (!exactly(x, y)).then_some(CompactValue(y)))
                 .collect();
-            if same.iter().all(|s| *s) {
+            if by_position.iter().all(Option::is_none) {
                 Some(SAME_KEY.to_string())
             } else {
-                let by_position: Vec<Option<CompactValue<'_>>> = b
-                    .values()
-                    .zip(&same)
-                    .map(|(v, s)| (!s).then_some(CompactValue(v)))
-                    .collect();
                 Some(serde_json::to_string(&ByPosition(&by_position)).expect("fields serialise"))
             }
         }
@@ -1381,20 +1392,14 @@ impl StateStore {
         for chunk in existing.chunks(CHUNK / 2) {
             let sql = self.rows_sql(
                 &format!("WITH v (id, {ENTRY_WRITE_COLS}, updated_at) AS (VALUES"),
-                ") UPDATE entries SET seen_a = v.seen_a, seen_b = v.seen_b,
-                   deleted_a = v.deleted_a, deleted_b = v.deleted_b, echo_a = v.echo_a, echo_b = v.echo_b,
-                   reason = v.reason, category = v.category, message = v.message, hint = v.hint,
-                   attempts = CASE WHEN v.attempts = 1 THEN entries.attempts + 1 ELSE 0 END,
-                   updated_at = v.updated_at,
-                   created_run = COALESCE(v.created_run, entries.created_run),
-                   created_side = COALESCE(v.created_side, entries.created_side),
-                   deleted_at = CASE WHEN v.deleted_a = 1 OR v.deleted_b = 1
-                     THEN COALESCE(entries.deleted_at, v.updated_at) ELSE NULL END
-                 FROM v WHERE entries.id = v.id AND entries.sync = v.sync
+                &format!(
+                    ") UPDATE entries SET {} FROM v WHERE entries.id = v.id AND entries.sync = v.sync
                    AND entries.a_id IS NOT DISTINCT FROM v.a_id AND entries.b_id IS NOT DISTINCT FROM v.b_id
                    AND entries.key_a IS NOT DISTINCT FROM v.key_a AND entries.key_b IS NOT DISTINCT FROM v.key_b
                    AND entries.status = v.status AND entries.reason_code IS NOT DISTINCT FROM v.reason_code
                  RETURNING entries.id",
+                    unindexed_sets("v")
+                ),
                 NCOLS,
                 chunk.len(),
             );
@@ -1419,20 +1424,16 @@ impl StateStore {
         const UCOLS: usize = 22;
         for chunk in moved.chunks(CHUNK / 2) {
             let sql = self.rows_sql(
-                &format!("INSERT INTO entries (id, {ENTRY_WRITE_COLS}, updated_at)
-                 VALUES"),
-                "ON CONFLICT (id) DO UPDATE SET a_id = excluded.a_id, b_id = excluded.b_id,
-                 key_a = excluded.key_a, key_b = excluded.key_b, seen_a = excluded.seen_a, seen_b = excluded.seen_b,
-                 deleted_a = excluded.deleted_a, deleted_b = excluded.deleted_b, echo_a = excluded.echo_a,
-                 echo_b = excluded.echo_b, status = excluded.status,
-                 reason_code = excluded.reason_code, reason = excluded.reason,
-                 category = excluded.category, message = excluded.message, hint = excluded.hint,
-                 attempts = CASE WHEN excluded.attempts = 1 THEN entries.attempts + 1 ELSE 0 END,
-                 updated_at = excluded.updated_at,
-                 created_run = COALESCE(excluded.created_run, entries.created_run),
-                 created_side = COALESCE(excluded.created_side, entries.created_side),
-                 deleted_at = CASE WHEN excluded.deleted_a = 1 OR excluded.deleted_b = 1
-                   THEN COALESCE(entries.deleted_at, excluded.updated_at) ELSE NULL END",
+                &format!(
+                    "INSERT INTO entries (id, {ENTRY_WRITE_COLS}, updated_at)
+                 VALUES"
+                ),
+                &format!(
+                    "ON CONFLICT (id) DO UPDATE SET a_id = excluded.a_id, b_id = excluded.b_id,
+                     key_a = excluded.key_a, key_b = excluded.key_b, status = excluded.status,
+                     reason_code = excluded.reason_code, {}",
+                    unindexed_sets("excluded")
+                ),
                 UCOLS,
                 chunk.len(),
             );
