@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
                     page_size: 100,
                     options: Default::default(),
                     writes: false,
+                    reads: None,
                 })
                 .await
                 .unwrap();

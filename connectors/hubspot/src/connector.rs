@@ -110,12 +110,18 @@ impl Connector for HubSpotConnector {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(d)
         };
-        let props: Vec<String> = schema
+        // Only what the sync uses (and the last-modified time, for the
+        // cursor): every other property would be sent, parsed and dropped.
+        let mut props: Vec<String> = schema
             .fields
             .iter()
             .filter(|f| f.name != COMPANY_FIELD)
+            .filter(|f| {
+                f.name == lastmod || spec.reads.as_ref().is_none_or(|r| r.contains(&f.name))
+            })
             .map(|f| f.name.clone())
             .collect();
+        props.sort();
         Ok(Arc::new(HubSpotObject {
             client: self.client.clone(),
             inbox: self.inbox.clone(),
@@ -144,7 +150,7 @@ pub struct HubSpotObject {
     pub(crate) object: String,
     pub(crate) schema: ObjectSchema,
     pub(crate) lastmod: String,
-    /// Properties asked for on every read.
+    /// Properties asked for on every read (those the sync uses), sorted.
     pub(crate) properties: Vec<String>,
     /// The primary-company association type id, when the field is mapped.
     pub(crate) company_type: Option<u32>,

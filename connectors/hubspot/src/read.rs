@@ -67,7 +67,7 @@ impl HubSpotObject {
         let mut r = Record::new(id);
         let props = o.get("properties").and_then(J::as_object);
         for f in &self.schema.fields {
-            if f.name == COMPANY_FIELD {
+            if f.name == COMPANY_FIELD || self.properties.binary_search(&f.name).is_err() {
                 continue;
             }
             let raw = props

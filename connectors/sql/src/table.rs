@@ -483,6 +483,17 @@ impl SqlTable {
         })
     }
 
+    /// `rec`, a row an insert returned, holds the values `op` inserted.
+    fn holds_as_sent(&self, op: &Prepared, rec: &Record) -> bool {
+        let Prepared::Insert { cols, vals } = op else {
+            return false;
+        };
+        cols.iter().zip(vals).all(|(c, v)| {
+            let held = rec.get(&self.cols[*c].name);
+            held == v || held.to_text() == v.to_text()
+        })
+    }
+
     /// Applies prepared writes in one transaction; any statement error fails it all.
     async fn apply(&self, ops: &[&Prepared]) -> Result<Vec<WriteOutcome>, sqlx::Error> {
         let pkq = self.q(&self.cols[self.pk].name);
@@ -492,13 +503,17 @@ impl SqlTable {
             let mut tx = p.begin().await?;
             let mut out: Vec<Option<WriteOutcome>> = vec![None; ops.len()];
             let mut readback: Vec<(usize, Value)> = Vec::new();
+            // SQLite does not promise RETURNING's order: a multi-row insert's
+            // rows are checked against what was sent, and one out of order
+            // sends the rest of this call's inserts one row a statement.
+            let mut one_by_one = false;
             let mut i = 0;
             while i < ops.len() {
                 match ops[i] {
                     Prepared::Insert { cols, .. } => {
                         // A run of inserts with the same columns becomes one statement
                         // where the backend returns the rows it inserted, in order.
-                        let multi = self.returning && flavor != Flavor::Sqlite;
+                        let multi = self.returning && !one_by_one;
                         let max_rows = if multi {
                             (flavor.max_params() / cols.len().max(1)).clamp(1, 1000)
                         } else {
@@ -540,6 +555,12 @@ impl SqlTable {
                                 "INSERT INTO {src} {values} RETURNING {}",
                                 self.select_list
                             );
+                            let check = flavor == Flavor::Sqlite && j - i > 1;
+                            if check {
+                                sqlx::query("SAVEPOINT puente_insert")
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
                             let mut q = sqlx::query(&sql);
                             for op in &ops[i..j] {
                                 if let Prepared::Insert { cols, vals } = op {
@@ -556,8 +577,29 @@ impl SqlTable {
                                     j - i
                                 )));
                             }
-                            for (k, r) in rows.iter().enumerate() {
-                                out[i + k] = Some(WriteOutcome::Written(self.to_record(r, dec)));
+                            let written: Vec<Record> =
+                                rows.iter().map(|r| self.to_record(r, dec)).collect();
+                            if check {
+                                let in_order = ops[i..j]
+                                    .iter()
+                                    .zip(&written)
+                                    .all(|(op, rec)| self.holds_as_sent(op, rec));
+                                let end = if in_order {
+                                    "RELEASE puente_insert"
+                                } else {
+                                    "ROLLBACK TO puente_insert"
+                                };
+                                sqlx::query(end).execute(&mut *tx).await?;
+                                if !in_order {
+                                    sqlx::query("RELEASE puente_insert")
+                                        .execute(&mut *tx)
+                                        .await?;
+                                    one_by_one = true;
+                                    continue;
+                                }
+                            }
+                            for (k, rec) in written.into_iter().enumerate() {
+                                out[i + k] = Some(WriteOutcome::Written(rec));
                             }
                         } else {
                             // MySQL without RETURNING: one row, then read it back.

@@ -522,6 +522,7 @@ mod tests {
             page_size: 2,
             options: BTreeMap::new(),
             writes: false,
+            reads: None,
         }
     }
 

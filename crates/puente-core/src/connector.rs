@@ -35,6 +35,11 @@ pub struct ObjectSpec {
     /// The sync writes to this object: where the system lets a write create
     /// it (a new CSV file), its absence is not an error.
     pub writes: bool,
+    /// The fields the sync uses (mapped, matched, filtered on, read by a
+    /// transform); `None` for every field. A connector whose API lets it
+    /// name the fields to send back (HubSpot's `properties`) asks for these
+    /// only; records may still carry more.
+    pub reads: Option<std::collections::BTreeSet<String>>,
 }
 
 /// How a connector learns about changes.

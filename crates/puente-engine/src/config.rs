@@ -928,6 +928,8 @@ pub fn parse_with(
                 .collect::<Vec<_>>()
                 .join(","),
         );
+        a.spec.reads = reads(puente_core::Side::A, &a, &fields, &keys);
+        b.spec.reads = reads(puente_core::Side::B, &b, &fields, &keys);
         let mut schedule = crate::schedule::Schedule::default();
         if let Some(p) = r.poll_interval_secs {
             if p == 0 {
@@ -1279,10 +1281,38 @@ fn endpoint(
             page_size,
             options: t.options(object_keys),
             writes: false,
+            reads: None,
         },
         filter,
         line,
     }
+}
+
+/// The fields a sync uses on `side`: mapped, matched, filtered on, read by
+/// a transform from that side's record, and the cursor. `None` (every
+/// field) when an expression reads the whole record.
+fn reads(
+    side: puente_core::Side,
+    ep: &EndpointDef,
+    fields: &[FieldDef],
+    keys: &[MatchDef],
+) -> Option<BTreeSet<String>> {
+    let mut out: BTreeSet<String> = fields.iter().map(|f| f.name(side).to_string()).collect();
+    for k in keys {
+        out.insert(match side {
+            puente_core::Side::A => k.a.clone(),
+            puente_core::Side::B => k.b.clone(),
+        });
+    }
+    out.extend(ep.spec.cursor.iter().cloned());
+    let transforms = fields.iter().filter_map(|f| match side {
+        puente_core::Side::A => f.a_to_b.as_ref(),
+        puente_core::Side::B => f.b_to_a.as_ref(),
+    });
+    for x in ep.filter.iter().chain(transforms) {
+        out.extend(x.fields()?);
+    }
+    Some(out)
 }
 
 fn order_syncs(syncs: &[SyncDef]) -> Result<Vec<SyncDef>, String> {

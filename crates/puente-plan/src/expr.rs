@@ -2,7 +2,7 @@
 //! `stage != "lost"`): a small, well-known language users may already know
 //! from Jinja, Ansible or dbt, rather than one of our own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -46,6 +46,18 @@ impl Expr {
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The record's fields the expression reads (`value` aside); `None`
+    /// when it reads the whole record (`record[...]`), which may be any.
+    pub fn fields(&self) -> Option<BTreeSet<String>> {
+        let expr = self.env.compile_expression(&self.source).ok()?;
+        let mut names = expr.undeclared_variables(false);
+        if names.contains("record") {
+            return None;
+        }
+        names.remove("value");
+        Some(names.into_iter().collect())
     }
 
     /// Evaluates with the record's fields as variables (and as `record`),
@@ -143,5 +155,25 @@ mod tests {
             .unwrap());
         assert!(Expr::parse("stage ==").is_err());
         assert!(!Expr::parse("missing_field").unwrap().test(&rec).unwrap());
+    }
+
+    #[test]
+    fn an_expression_names_the_fields_it_reads() {
+        let fields = |src: &str| Expr::parse(src).unwrap().fields();
+        let set = |names: &[&str]| Some(names.iter().map(|n| n.to_string()).collect());
+        assert_eq!(
+            fields("first_name ~ ' ' ~ (last_name | upper)"),
+            set(&["first_name", "last_name"])
+        );
+        assert_eq!(
+            fields("value | default(nickname) | trim"),
+            set(&["nickname"])
+        );
+        assert_eq!(
+            fields("stage != 'lost' and amount > 100"),
+            set(&["amount", "stage"])
+        );
+        // The whole record: any field may be read.
+        assert_eq!(fields("record['Lead Source'] or value"), None);
     }
 }

@@ -12,7 +12,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, ConnectOptions, Row};
 
 /// Schema migrations, in order: version N is the first N applied.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     include_str!("migrations.sql"),
     include_str!("migrations_v2.sql"),
     include_str!("migrations_v3.sql"),
@@ -20,6 +20,7 @@ const MIGRATIONS: [&str; 7] = [
     include_str!("migrations_v5.sql"),
     include_str!("migrations_v6.sql"),
     include_str!("migrations_v7.sql"),
+    include_str!("migrations_v8.sql"),
 ];
 /// Rows per multi-row statement (well under SQLite's and PostgreSQL's
 /// parameter limits).
@@ -62,6 +63,35 @@ pub struct StateStore {
     backend: Backend,
     /// Multi-row statements by shape, built once (`rows_sql`).
     shapes: Shapes,
+    /// The layouts of seen values known to this process.
+    layouts: std::sync::Arc<std::sync::Mutex<Layouts>>,
+}
+
+/// The field names of an entry's seen values, a's then b's, kept once in
+/// the `layouts` table; entries store their values by position.
+#[derive(Debug, Default)]
+struct Layout {
+    a: Vec<String>,
+    b: Vec<String>,
+}
+
+impl Layout {
+    /// The stored form of an entry's layout, which is also its key:
+    /// `[[a's names], [b's names]]`.
+    fn key_of(e: &Entry) -> String {
+        fn names(f: &Option<Fields>) -> Vec<&String> {
+            f.iter().flat_map(|f| f.keys()).collect()
+        }
+        serde_json::to_string(&(names(&e.seen_a), names(&e.seen_b))).expect("names serialise")
+    }
+}
+
+/// Layouts by id and ids by key. Layouts are never removed or changed, so
+/// what a process has read stays true.
+#[derive(Debug, Default)]
+struct Layouts {
+    ids: HashMap<String, i64>,
+    by_id: HashMap<i64, std::sync::Arc<Layout>>,
 }
 
 /// Statements by (text around the placeholders, columns or first
@@ -324,7 +354,7 @@ pub struct ChangeRow {
 const ENTRY_WRITE_COLS: &str =
     "sync, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b, \
     echo_a, echo_b, status, reason_code, reason, category, message, hint, attempts, \
-    created_run, created_side";
+    created_run, created_side, layout";
 
 /// Binds an entry's stored columns (`ENTRY_WRITE_COLS`); `attempts` carries
 /// 1 for a failed attempt (the upsert turns it into a count).
@@ -333,6 +363,7 @@ fn bind_entry<'q>(
     sync: &str,
     run_id: i64,
     w: &EntryWrite,
+    layouts: &HashMap<String, i64>,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     let e = &w.entry;
     let StatusColumns {
@@ -343,7 +374,10 @@ fn bind_entry<'q>(
         message,
         hint,
     } = status_columns(&e.status);
-    let (seen_a, seen_b) = stored_seen(e);
+    let layout = (e.seen_a.is_some() || e.seen_b.is_some())
+        .then(|| layouts.get(&Layout::key_of(e)).copied())
+        .flatten();
+    let (seen_a, seen_b) = stored_seen(e, layout.is_some());
     q.bind(sync.to_string())
         .bind(e.a_id.clone())
         .bind(e.b_id.clone())
@@ -364,6 +398,7 @@ fn bind_entry<'q>(
         .bind(w.failed_attempt as i64)
         .bind((!w.created.is_empty()).then_some(run_id))
         .bind(w.created.first().map(|s| s.as_str()))
+        .bind(layout)
 }
 
 type LogRow<'a> = (
@@ -528,6 +563,11 @@ fn from_json(s: Option<String>) -> Result<Option<Fields>> {
 /// holds it too when b's seen values are exactly a's (see `stored_seen`).
 const SAME_KEY: &str = "\u{1}";
 
+/// `entries_where`'s column for a lookup by key_b: the condition the
+/// partial index `entries_key_b` holds its rows under comes with it, or the
+/// index could not serve the lookup.
+const KEY_B_HELD: &str = "key_b <> '\u{1}' AND key_b";
+
 fn stored_key_b(e: &Entry) -> Option<String> {
     match (&e.key_a, &e.key_b) {
         (Some(a), Some(b)) if a == b => Some(SAME_KEY.to_string()),
@@ -547,7 +587,7 @@ fn unindexed_sets(new: &str) -> String {
          deleted_a = {new}.deleted_a, deleted_b = {new}.deleted_b, echo_a = {new}.echo_a, echo_b = {new}.echo_b,
          reason = {new}.reason, category = {new}.category, message = {new}.message, hint = {new}.hint,
          attempts = CASE WHEN {new}.attempts = 1 THEN entries.attempts + 1 ELSE 0 END,
-         updated_at = {new}.updated_at,
+         updated_at = {new}.updated_at, layout = {new}.layout,
          created_run = COALESCE({new}.created_run, entries.created_run),
          created_side = COALESCE({new}.created_side, entries.created_side),
          deleted_at = CASE WHEN {new}.deleted_a = 1 OR {new}.deleted_b = 1
@@ -555,25 +595,38 @@ fn unindexed_sets(new: &str) -> String {
     )
 }
 
-/// An entry's seen values as stored. Where b's fields have a's names (a
-/// copy between like tables), b's are stored by position against a's: `[]`
-/// for a value exactly as a's, the value itself otherwise; and as one mark
-/// when every value is a's.
-fn stored_seen(e: &Entry) -> (Option<String>, Option<String>) {
-    let seen_a = to_json(&e.seen_a);
+/// An entry's seen values as stored. With a layout (`by_layout`), each
+/// side's values by position, the names being the layout's; without one,
+/// as objects of names and values (how entries were written before
+/// layouts). Either way, b's values are stored by position against a's
+/// where they line up: `[]` for a value exactly as a's, the value itself
+/// otherwise; and as one mark when every value is a's.
+fn stored_seen(e: &Entry, by_layout: bool) -> (Option<String>, Option<String>) {
+    let values = |f: &Fields, key: Option<&str>| {
+        serde_json::to_string(&ByLayout { values: f, key }).expect("fields serialise")
+    };
+    let seen_a = match (&e.seen_a, by_layout) {
+        (Some(a), true) => Some(values(a, e.key_a.as_deref())),
+        (a, _) => to_json(a),
+    };
     let seen_b = match (&e.seen_a, &e.seen_b) {
-        (Some(a), Some(b)) if a.len() == b.len() && a.keys().eq(b.keys()) => {
-            let by_position: Vec<Option<CompactValue<'_>>> = a
+        (Some(a), Some(b)) if a.len() == b.len() && (by_layout || a.keys().eq(b.keys())) => {
+            let by_position: Vec<Positioned<'_>> = a
                 .values()
                 .zip(b.values())
-                .map(|(x, y)| (!exactly(x, y)).then_some(CompactValue(y)))
+                .map(|(x, y)| match Positioned::of(x, y) {
+                    // Only a layout's form has the mark.
+                    Positioned::AsText(_) if !by_layout => Positioned::Own(CompactValue(y)),
+                    p => p,
+                })
                 .collect();
-            if by_position.iter().all(Option::is_none) {
+            if by_position.iter().all(|p| matches!(p, Positioned::Same)) {
                 Some(SAME_KEY.to_string())
             } else {
                 Some(serde_json::to_string(&ByPosition(&by_position)).expect("fields serialise"))
             }
         }
+        (_, Some(b)) if by_layout => Some(values(b, None)),
         (_, b) => to_json(b),
     };
     (seen_a, seen_b)
@@ -588,7 +641,91 @@ fn exactly(x: &Value, y: &Value) -> bool {
 }
 
 /// b's seen values by position: `[]` where a's value stands.
-struct ByPosition<'a>(&'a [Option<CompactValue<'a>>]);
+struct ByPosition<'a>(&'a [Positioned<'a>]);
+
+/// One of b's values against a's at the same position.
+enum Positioned<'a> {
+    /// Exactly a's: `[]`.
+    Same,
+    /// a's value as text, of the kind the tag names (text where a's is an
+    /// e-mail address or a picklist value): `["s"]`, `["e"]`, `["@"]`...
+    AsText(&'static str),
+    /// Its own value.
+    Own(CompactValue<'a>),
+}
+
+impl<'a> Positioned<'a> {
+    fn of(x: &Value, y: &'a Value) -> Positioned<'a> {
+        if exactly(x, y) {
+            return Positioned::Same;
+        }
+        let tag = match y {
+            Value::Text(_) => "s",
+            Value::Enum(_) => "e",
+            Value::Email(_) => "@",
+            Value::Phone(_) => "p",
+            Value::Ref(_) => "r",
+            _ => return Positioned::Own(CompactValue(y)),
+        };
+        match x.to_text().and_then(|t| as_text(tag, t)) {
+            Some(v) if exactly(&v, y) => Positioned::AsText(tag),
+            _ => Positioned::Own(CompactValue(y)),
+        }
+    }
+}
+
+/// One side's values in a layout's order. A value that is the entry's
+/// match key as stored in `key_a` (an e-mail address, most often) is not
+/// stored twice: `["k", tag]` stands for the key, of the kind the tag names.
+struct ByLayout<'a> {
+    values: &'a Fields,
+    key: Option<&'a str>,
+}
+
+impl Serialize for ByLayout<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.values.len()))?;
+        for v in self.values.values() {
+            match self.key.and_then(|k| key_tag(v, k)) {
+                Some(tag) => seq.serialize_element(&("k", tag))?,
+                None => seq.serialize_element(&CompactValue(v))?,
+            }
+        }
+        seq.end()
+    }
+}
+
+/// The tag under which `v` is the key `k` as text, when it is.
+fn key_tag(v: &Value, k: &str) -> Option<&'static str> {
+    let tag = match v {
+        Value::Text(t) | Value::Enum(t) | Value::Email(t) | Value::Phone(t) | Value::Ref(t)
+            if t == k =>
+        {
+            match v {
+                Value::Text(_) => "s",
+                Value::Enum(_) => "e",
+                Value::Email(_) => "@",
+                Value::Phone(_) => "p",
+                _ => "r",
+            }
+        }
+        _ => return None,
+    };
+    Some(tag)
+}
+
+/// A value of the kind `tag` names from its text (`Positioned::AsText`).
+fn as_text(tag: &str, t: String) -> Option<Value> {
+    Some(match tag {
+        "s" => Value::Text(t),
+        "e" => Value::Enum(t),
+        "@" => Value::Email(t),
+        "p" => Value::Phone(t),
+        "r" => Value::Ref(t),
+        _ => return None,
+    })
+}
 
 impl Serialize for ByPosition<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -596,40 +733,108 @@ impl Serialize for ByPosition<'_> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for v in self.0 {
             match v {
-                Some(v) => seq.serialize_element(v)?,
-                None => seq.serialize_element(&[(); 0])?,
+                Positioned::Same => seq.serialize_element(&[(); 0])?,
+                Positioned::AsText(tag) => seq.serialize_element(&[tag])?,
+                Positioned::Own(v) => seq.serialize_element(v)?,
             }
         }
         seq.end()
     }
 }
 
-/// b's seen values from their stored form (`stored_seen`), given a's.
-fn seen_b_from(stored: Option<String>, seen_a: &Option<Fields>) -> Result<Option<Fields>> {
-    match stored {
-        Some(s) if s == SAME_KEY => Ok(seen_a.clone()),
+/// A layout from its stored form (`Layout::key_of`).
+fn parse_layout(key: &str) -> Result<Layout> {
+    let (a, b): (Vec<String>, Vec<String>) = serde_json::from_str(key)
+        .map_err(|e| StateError::Corrupt(format!("layout {key:?}: {e}")))?;
+    Ok(Layout { a, b })
+}
+
+/// An entry's seen values from their stored form (`stored_seen`), with
+/// the names of its layout when it has one.
+fn seen_from(
+    a: Option<String>,
+    b: Option<String>,
+    layout: Option<&Layout>,
+    key_a: Option<&str>,
+) -> Result<(Option<Fields>, Option<Fields>)> {
+    let corrupt = |why: String| StateError::Corrupt(format!("seen values: {why}"));
+    let list = |s: &str| -> Result<Vec<serde_json::Value>> {
+        serde_json::from_str(s).map_err(|e| corrupt(e.to_string()))
+    };
+    let named = |names: &[String], list: Vec<serde_json::Value>| -> Result<Fields> {
+        if names.len() != list.len() {
+            return Err(corrupt(format!(
+                "{} values for the layout's {} fields",
+                list.len(),
+                names.len()
+            )));
+        }
+        names
+            .iter()
+            .zip(list)
+            .map(|(k, j)| {
+                let v = match &j {
+                    serde_json::Value::Array(x) if x.len() == 2 && x[0] == "k" => key_a
+                        .and_then(|key| as_text(x[1].as_str().unwrap_or_default(), key.into()))
+                        .ok_or_else(|| corrupt(format!("{k}: no key for {x:?}")))?,
+                    _ => expand_value(j).map_err(|e| corrupt(e.to_string()))?,
+                };
+                Ok((k.clone(), v))
+            })
+            .collect()
+    };
+    let seen_a = match (a, layout) {
+        (Some(s), Some(l)) => Some(named(&l.a, list(&s)?)?),
+        (a, _) => from_json(a)?,
+    };
+    let seen_b = match b {
+        // Every value as a's: under a's names without a layout.
+        Some(s) if s == SAME_KEY => match (&seen_a, layout) {
+            (Some(a), Some(l)) => Some(
+                l.b.iter()
+                    .cloned()
+                    .zip(a.values().cloned())
+                    .collect::<Fields>(),
+            ),
+            (a, _) => a.clone(),
+        },
         Some(s) if s.starts_with('[') => {
-            let corrupt = |why: String| StateError::Corrupt(format!("seen values of b: {why}"));
-            let list: Vec<serde_json::Value> =
-                serde_json::from_str(&s).map_err(|e| corrupt(e.to_string()))?;
-            let a = seen_a
+            let list = list(&s)?;
+            let names: Vec<String> = match (&seen_a, layout) {
+                (_, Some(l)) => l.b.clone(),
+                (Some(a), None) => a.keys().cloned().collect(),
+                (None, None) => Vec::new(),
+            };
+            let by_position: Option<Vec<&Value>> = seen_a
                 .as_ref()
                 .filter(|a| a.len() == list.len())
-                .ok_or_else(|| corrupt("stored by position, but a's do not match".into()))?;
-            a.iter()
-                .zip(list)
-                .map(|((k, v), j)| {
-                    let v = match j {
-                        serde_json::Value::Array(x) if x.is_empty() => v.clone(),
-                        j => expand_value(j).map_err(|e| corrupt(e.to_string()))?,
-                    };
-                    Ok((k.clone(), v))
-                })
-                .collect::<Result<Fields>>()
-                .map(Some)
+                .map(|a| a.values().collect());
+            if names.len() != list.len() {
+                return Err(corrupt("b's values do not match their names".into()));
+            }
+            let mut out = Fields::new();
+            for (k, (n, j)) in names.into_iter().zip(list).enumerate() {
+                let v = match (j, &by_position) {
+                    (serde_json::Value::Array(x), Some(a)) if x.is_empty() => a[k].clone(),
+                    (serde_json::Value::Array(x), Some(a))
+                        if x.len() == 1 && x[0].is_string() && layout.is_some() =>
+                    {
+                        a[k].to_text()
+                            .and_then(|t| as_text(x[0].as_str().unwrap_or_default(), t))
+                            .ok_or_else(|| corrupt(format!("b's {n}: not a's as {x:?}")))?
+                    }
+                    (serde_json::Value::Array(x), None) if x.is_empty() && layout.is_none() => {
+                        return Err(corrupt("stored by position, but a's do not match".into()))
+                    }
+                    (j, _) => expand_value(j).map_err(|e| corrupt(e.to_string()))?,
+                };
+                out.insert(n, v);
+            }
+            Some(out)
         }
-        other => from_json(other),
-    }
+        other => from_json(other)?,
+    };
+    Ok((seen_a, seen_b))
 }
 
 /// How a status is stored: its name, the reason's code and message (excluded,
@@ -758,6 +963,7 @@ impl StateStore {
             pool,
             backend,
             shapes: Default::default(),
+            layouts: Default::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -859,7 +1065,10 @@ impl StateStore {
                 Backend::Postgres => ("BIGSERIAL PRIMARY KEY", "BIGINT"),
             };
             for migration in &MIGRATIONS[current..] {
-                let sql = migration.replace("{PK}", pk).replace("{INT}", int);
+                let sql = migration
+                    .replace("{PK}", pk)
+                    .replace("{INT}", int)
+                    .replace("{SAME_KEY}", &format!("'{SAME_KEY}'"));
                 for stmt in sql.split(';').map(str::trim).filter(|s| {
                     !s.is_empty()
                         && !s
@@ -982,9 +1191,87 @@ impl StateStore {
 
     // ----- entries ----------------------------------------------------------
 
-    const ENTRY_COLS: &'static str = "id, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b, echo_a, echo_b, status, reason_code, reason, category, message, hint";
+    const ENTRY_COLS: &'static str = "id, a_id, b_id, key_a, key_b, seen_a, seen_b, deleted_a, deleted_b, echo_a, echo_b, status, reason_code, reason, category, message, hint, layout";
 
-    fn entry_from_row(r: &AnyRow) -> Result<Entry> {
+    /// The ids of the layouts of `entries`' seen values, each added to the
+    /// `layouts` table the first time it is written (on its own, so that a
+    /// rolled-back commit leaves no id this process would trust).
+    async fn layout_ids<'e>(
+        &self,
+        entries: impl Iterator<Item = &'e Entry>,
+    ) -> Result<HashMap<String, i64>> {
+        let mut missing = std::collections::BTreeSet::new();
+        {
+            let cache = self.layouts.lock().expect("layouts lock");
+            for e in entries.filter(|e| e.seen_a.is_some() || e.seen_b.is_some()) {
+                let key = Layout::key_of(e);
+                if !cache.ids.contains_key(&key) {
+                    missing.insert(key);
+                }
+            }
+            if missing.is_empty() {
+                return Ok(cache.ids.clone());
+            }
+        }
+        for key in missing {
+            sqlx::query(
+                &self.sql("INSERT INTO layouts (names) VALUES ($1) ON CONFLICT (names) DO NOTHING"),
+            )
+            .bind(&key)
+            .execute(&self.pool)
+            .await?;
+            let id: i64 = sqlx::query_scalar(&self.sql("SELECT id FROM layouts WHERE names = $1"))
+                .bind(&key)
+                .fetch_one(&self.pool)
+                .await?;
+            let layout = parse_layout(&key)?;
+            let mut cache = self.layouts.lock().expect("layouts lock");
+            cache.ids.insert(key, id);
+            cache.by_id.insert(id, std::sync::Arc::new(layout));
+        }
+        Ok(self.layouts.lock().expect("layouts lock").ids.clone())
+    }
+
+    /// The layouts `rows` name, read from the table where this process has
+    /// not seen them yet.
+    async fn layouts_of(&self, rows: &[AnyRow]) -> Result<HashMap<i64, std::sync::Arc<Layout>>> {
+        let mut ids = std::collections::BTreeSet::new();
+        for r in rows {
+            if let Some(id) = r.try_get::<Option<i64>, _>("layout")? {
+                ids.insert(id);
+            }
+        }
+        let mut out = HashMap::new();
+        for id in ids {
+            let cached = self
+                .layouts
+                .lock()
+                .expect("layouts lock")
+                .by_id
+                .get(&id)
+                .cloned();
+            let layout = match cached {
+                Some(l) => l,
+                None => {
+                    let key: String =
+                        sqlx::query_scalar(&self.sql("SELECT names FROM layouts WHERE id = $1"))
+                            .bind(id)
+                            .fetch_optional(&self.pool)
+                            .await?
+                            .ok_or_else(|| StateError::Corrupt(format!("no layout {id}")))?;
+                    let l = std::sync::Arc::new(parse_layout(&key)?);
+                    let mut cache = self.layouts.lock().expect("layouts lock");
+                    cache.ids.insert(key, id);
+                    cache.by_id.insert(id, l.clone());
+                    l
+                }
+            };
+            out.insert(id, layout);
+        }
+        Ok(out)
+    }
+
+    fn entry_from_row(r: &AnyRow, layouts: &HashMap<i64, std::sync::Arc<Layout>>) -> Result<Entry> {
         let status: String = r.try_get("status")?;
         let reason: Option<String> = r.try_get("reason")?;
         let code: Option<String> = r.try_get("reason_code")?;
@@ -1023,8 +1310,21 @@ impl StateStore {
             Some(k) if k == SAME_KEY => e.key_a.clone(),
             other => other,
         };
-        e.seen_a = from_json(r.try_get("seen_a")?)?;
-        e.seen_b = seen_b_from(r.try_get("seen_b")?, &e.seen_a)?;
+        let layout = match r.try_get::<Option<i64>, _>("layout")? {
+            Some(id) => Some(
+                layouts
+                    .get(&id)
+                    .ok_or_else(|| StateError::Corrupt(format!("no layout {id}")))?
+                    .as_ref(),
+            ),
+            None => None,
+        };
+        (e.seen_a, e.seen_b) = seen_from(
+            r.try_get("seen_a")?,
+            r.try_get("seen_b")?,
+            layout,
+            e.key_a.as_deref(),
+        )?;
         e.deleted_a = r.try_get::<i64, _>("deleted_a")? != 0;
         e.deleted_b = r.try_get::<i64, _>("deleted_b")? != 0;
         e.echo_a = r.try_get::<i64, _>("echo_a")? != 0;
@@ -1055,8 +1355,10 @@ impl StateStore {
             for v in chunk {
                 q = q.bind(v.as_str());
             }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push(Self::entry_from_row(&r)?);
+            let rows = q.fetch_all(&self.pool).await?;
+            let layouts = self.layouts_of(&rows).await?;
+            for r in &rows {
+                out.push(Self::entry_from_row(r, &layouts)?);
             }
         }
         self.attach_conflicts(sync, &mut out).await?;
@@ -1126,7 +1428,7 @@ impl StateStore {
         let mut out = self.entries_where(sync, "key_a", keys).await?;
         let seen: std::collections::HashSet<i64> = out.iter().map(|e| e.id).collect();
         out.extend(
-            self.entries_where(sync, "key_b", keys)
+            self.entries_where(sync, KEY_B_HELD, keys)
                 .await?
                 .into_iter()
                 .filter(|e| !seen.contains(&e.id)),
@@ -1146,8 +1448,10 @@ impl StateStore {
             for v in chunk {
                 q = q.bind(*v);
             }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push(Self::entry_from_row(&r)?);
+            let rows = q.fetch_all(&self.pool).await?;
+            let layouts = self.layouts_of(&rows).await?;
+            for r in &rows {
+                out.push(Self::entry_from_row(r, &layouts)?);
             }
         }
         self.attach_conflicts(sync, &mut out).await?;
@@ -1273,7 +1577,10 @@ impl StateStore {
             }
         ));
         let rows = sqlx::query(&sql).bind(sync).fetch_all(&self.pool).await?;
-        rows.iter().map(Self::entry_from_row).collect()
+        let layouts = self.layouts_of(&rows).await?;
+        rows.iter()
+            .map(|r| Self::entry_from_row(r, &layouts))
+            .collect()
     }
 
     /// For a parent sync: the partner ids of `ids` on `from`'s other side.
@@ -1369,6 +1676,7 @@ impl StateStore {
     /// Persists one step of a run atomically: entries (links, seen values,
     /// statuses), the change log, conflicts, settled intents and cursors.
     pub async fn commit(&self, c: &Commit) -> Result<()> {
+        let layouts = self.layout_ids(c.entries.iter().map(|w| &w.entry)).await?;
         let mut tx = self.pool.begin().await?;
         if let Some(lease) = &c.lease {
             self.fence(&mut tx, lease).await?;
@@ -1388,7 +1696,7 @@ impl StateStore {
         // without touching an index: each indexed column rewritten, even to
         // its own value, costs a random index page on a large store.
         let mut moved: Vec<&EntryWrite> = Vec::new();
-        const NCOLS: usize = 22;
+        const NCOLS: usize = 23;
         for chunk in existing.chunks(CHUNK / 2) {
             let sql = self.rows_sql(
                 &format!("WITH v (id, {ENTRY_WRITE_COLS}, updated_at) AS (VALUES"),
@@ -1405,8 +1713,14 @@ impl StateStore {
             );
             let mut q = sqlx::query(&sql);
             for w in chunk {
-                q = bind_entry(q.bind(w.id.unwrap_or_default()), &c.sync, c.run_id, w)
-                    .bind(at.clone());
+                q = bind_entry(
+                    q.bind(w.id.unwrap_or_default()),
+                    &c.sync,
+                    c.run_id,
+                    w,
+                    &layouts,
+                )
+                .bind(at.clone());
             }
             let done: std::collections::HashSet<i64> = q
                 .fetch_all(&mut *tx)
@@ -1421,7 +1735,7 @@ impl StateStore {
             );
         }
         // The rest: one multi-row upsert per chunk.
-        const UCOLS: usize = 22;
+        const UCOLS: usize = 23;
         for chunk in moved.chunks(CHUNK / 2) {
             let sql = self.rows_sql(
                 &format!(
@@ -1439,15 +1753,21 @@ impl StateStore {
             );
             let mut q = sqlx::query(&sql);
             for w in chunk {
-                q = bind_entry(q.bind(w.id.unwrap_or_default()), &c.sync, c.run_id, w)
-                    .bind(at.clone());
+                q = bind_entry(
+                    q.bind(w.id.unwrap_or_default()),
+                    &c.sync,
+                    c.run_id,
+                    w,
+                    &layouts,
+                )
+                .bind(at.clone());
             }
             q.execute(&mut *tx).await?;
         }
         // New entries with conflicts need their id; the rest go in bulk.
         let (with_id, bulk): (Vec<&EntryWrite>, Vec<&EntryWrite>) =
             new.into_iter().partition(|w| !w.conflicts.is_empty());
-        const COLS: usize = 22;
+        const COLS: usize = 23;
         for chunk in bulk.chunks(CHUNK / 2) {
             let sql = self.rows_sql(
                 &format!("INSERT INTO entries ({ENTRY_WRITE_COLS}, updated_at, deleted_at) VALUES"),
@@ -1458,7 +1778,7 @@ impl StateStore {
             let mut q = sqlx::query(&sql);
             for w in chunk {
                 let e = &w.entry;
-                q = bind_entry(q, &c.sync, c.run_id, w)
+                q = bind_entry(q, &c.sync, c.run_id, w, &layouts)
                     .bind(at.clone())
                     .bind((e.deleted_a || e.deleted_b).then(|| at.clone()));
             }
@@ -1471,9 +1791,9 @@ impl StateStore {
         for w in with_id {
             let sql = self.sql(&format!(
                 "INSERT INTO entries ({ENTRY_WRITE_COLS}, updated_at) VALUES ({}) RETURNING id",
-                ph(1, 21)
+                ph(1, 22)
             ));
-            let id: i64 = bind_entry(sqlx::query(&sql), &c.sync, c.run_id, w)
+            let id: i64 = bind_entry(sqlx::query(&sql), &c.sync, c.run_id, w, &layouts)
                 .bind(at.clone())
                 .fetch_one(&mut *tx)
                 .await?

@@ -291,6 +291,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let e = engine(&cli.config, "puente sync").await?;
             let wait = Duration::from_secs(wait);
             let done = sync(&e, &names, dry_run, full, wait).await?;
+            // Closing the state store checkpoints its write-ahead log into the
+            // file and removes it, rather than leaving it for the next run.
+            e.state.close().await;
             if json {
                 let skipped: Vec<_> = done
                     .skipped

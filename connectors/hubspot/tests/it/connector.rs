@@ -338,3 +338,37 @@ async fn records_are_found_by_many_keys_at_once() {
     let stats = sb.sandbox.stats();
     assert_eq!(stats.searches, 2, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_asks_only_for_the_properties_the_sync_uses() {
+    let sb = Running::start(SandboxOptions {
+        rate_limit_per_10s: 10_000,
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    let c = connector(&sb);
+    let all = c.open(&spec("contacts", &[])).await.unwrap();
+    create_contacts(all.as_ref(), 3).await;
+    let narrow = c
+        .open(&ObjectSpec {
+            reads: Some(["email".to_string()].into_iter().collect()),
+            ..spec("contacts", &[])
+        })
+        .await
+        .unwrap();
+    let page = narrow.read(None, None).await.unwrap();
+    assert_eq!(page.records.len(), 3);
+    for r in &page.records {
+        assert!(matches!(r.get("email"), Value::Email(_)), "{r:?}");
+        let names: Vec<&str> = r.fields.keys().map(String::as_str).collect();
+        assert!(!names.contains(&"firstname"), "{names:?}");
+        assert!(!names.contains(&"phone"), "{names:?}");
+    }
+    // Without the list, every property is read.
+    let page = all.read(None, None).await.unwrap();
+    assert!(page
+        .records
+        .iter()
+        .all(|r| r.get("firstname").to_text().is_some()));
+}

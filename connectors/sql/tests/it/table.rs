@@ -434,6 +434,26 @@ async fn read_since(
     }
 }
 
+/// Waits until every transaction that holds a transaction id older than
+/// now has ended. Other tests write to the same server: a transaction of
+/// theirs open across a read widens that read's next overlap (safely, by
+/// reading more), which would blur what this test counts.
+async fn settled(db: &Db) {
+    let mark = db.count("SELECT txid_current() AS x").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while db
+        .count("SELECT txid_snapshot_xmin(txid_current_snapshot()) AS x")
+        .await
+        <= mark
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a transaction older than {mark} stayed open for a minute"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// PostgreSQL with the default overlap: a read notes the oldest transaction
 /// open as it began, and the next read's overlap takes only the rows written
 /// by that transaction or later ones. A table written moments before is not
@@ -452,6 +472,7 @@ async fn the_overlap_takes_only_what_a_read_could_have_missed() {
     let obj = conn.open(&spec).await.unwrap();
     let mut token = None;
     let mut read = 0;
+    settled(&db).await;
     let cursor = loop {
         let p = obj.read(None, token).await.unwrap();
         read += p.records.len();
@@ -465,8 +486,10 @@ async fn the_overlap_takes_only_what_a_read_could_have_missed() {
 
     // One row changed: the 50 rows written a moment ago are not read again.
     db.exec("UPDATE items SET name = 'one' WHERE id = 5").await;
+    settled(&db).await;
     let (ids, cursor) = read_since(obj.as_ref(), &cursor).await;
     assert_eq!(ids, BTreeSet::from(["5".to_string()]));
+    settled(&db).await;
     let (ids, cursor) = read_since(obj.as_ref(), &cursor).await;
     assert!(ids.is_empty(), "{ids:?}");
 
@@ -492,6 +515,7 @@ async fn the_overlap_takes_only_what_a_read_could_have_missed() {
     );
     assert!(ids.len() <= 11, "read more than could be missed: {ids:?}");
     // Nothing open, nothing changed: nothing to read.
+    settled(&db).await;
     let (ids, _) = read_since(obj.as_ref(), &cursor).await;
     assert!(ids.is_empty(), "{ids:?}");
 }

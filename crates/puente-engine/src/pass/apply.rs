@@ -37,12 +37,14 @@ impl Pass<'_> {
 
     async fn apply_plan(&mut self, p: Plan, old: &[Entry]) -> Result<(), EngineError> {
         let old: HashMap<i64, &Entry> = old.iter().map(|e| (e.id, e)).collect();
-        let chunk_size = self
-            .def
-            .batch_size
-            .unwrap_or(usize::MAX)
-            .min(self.objs[0].capabilities().max_batch)
-            .min(self.objs[1].capabilities().max_batch)
+        // A chunk is at most one batch of each side written to (a one-way
+        // sync never writes to its source, so the source's batch size does
+        // not bound it).
+        let chunk_size = [Side::A, Side::B]
+            .into_iter()
+            .filter(|side| self.spec.direction.flows_from(side.other()))
+            .map(|side| self.objs[side_idx(side)].capabilities().max_batch)
+            .fold(self.def.batch_size.unwrap_or(usize::MAX), usize::min)
             .max(1);
         self.report.echoes_suppressed += p.items.iter().map(|i| i.echoes as u64).sum::<u64>();
         let echoes_seen: Vec<i64> = p
@@ -68,10 +70,13 @@ impl Pass<'_> {
         self.report.count_status(&items);
         let total = items.len();
         let mut done = 0;
-        for chunk in items.chunks(chunk_size) {
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let chunk: Vec<ItemPlan> = items.by_ref().take(chunk_size).collect();
             self.lease.check()?;
-            self.apply_chunk(chunk.to_vec(), &old).await?;
-            done += chunk.len();
+            let n = chunk.len();
+            self.apply_chunk(chunk, &old).await?;
+            done += n;
             self.progress(Progress::Applying {
                 sync: self.def.name.clone(),
                 done,
@@ -165,11 +170,20 @@ impl Pass<'_> {
         if ops.is_empty() {
             return Ok(());
         }
-        let results = self
-            .obj(side)
-            .write(ops)
-            .await
-            .map_err(self.connector_err(side))?;
+        // A chunk is sized by the sides written to; should a side it was
+        // not sized by get writes, they go in batches it accepts.
+        let max_batch = self.obj(side).capabilities().max_batch.max(1);
+        let mut results = Vec::with_capacity(ops.len());
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let batch: Vec<WriteOp> = ops.by_ref().take(max_batch).collect();
+            results.extend(
+                self.obj(side)
+                    .write(batch)
+                    .await
+                    .map_err(self.connector_err(side))?,
+            );
+        }
         for (ix, result) in idx.into_iter().zip(results) {
             let it = &mut chunk[ix];
             let out = &mut outcomes[ix];

@@ -667,8 +667,10 @@ async fn a_version_1_store_is_upgraded_with_a_vault() {
     StateStore::open(&tmp.url).await.unwrap().close().await;
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&tmp.url).await.unwrap();
-    // What versions 2 to 6 added goes: this is a version 1 store.
+    // What versions 2 to 8 added goes: this is a version 1 store.
     for q in [
+        "DROP TABLE layouts",
+        "ALTER TABLE entries DROP COLUMN layout",
         "DROP TABLE secrets",
         "DROP TABLE leases",
         "DROP INDEX entries_revisit",
@@ -693,6 +695,8 @@ async fn a_version_3_store_gets_typed_reasons() {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&tmp.url).await.unwrap();
     for q in [
+        "DROP TABLE layouts",
+        "ALTER TABLE entries DROP COLUMN layout",
         "DROP INDEX entries_revisit",
         "ALTER TABLE entries DROP COLUMN reason_code",
         "ALTER TABLE entries DROP COLUMN created_run",
@@ -848,18 +852,86 @@ async fn seen_values_of_every_type_are_kept_compactly_and_earlier_forms_still_re
         stored_len * 10 < tagged_len * 7,
         "stored {stored_len} bytes, the tagged form takes {tagged_len}"
     );
-    // What earlier versions wrote: the tagged form.
-    sqlx::query("UPDATE entries SET seen_a = $1 WHERE a_id = 'a1'")
-        .bind(serde_json::to_string(&seen).unwrap())
-        .execute(&pool)
+    // The names are kept once, in the entry's layout.
+    let (stored, layouts): (String, i64) = sqlx::query_as(
+        "SELECT seen_a, (SELECT COUNT(*) FROM layouts) FROM entries WHERE a_id = 'a1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!stored.contains("datetime"), "{stored}");
+    // The e-mail address is the match key: stored once, in key_a.
+    assert!(!stored.contains("ana@example.com"), "{stored}");
+    assert_eq!(layouts, 1);
+    // b's values by position against a's, under other names: `[]` where a
+    // value is exactly a's, `["s"]` where it is a's as text.
+    let mut e = linked("a2", "b2", "bo@example.com");
+    e.seen_a = Some(
+        [
+            ("email", Value::Email("bo@example.com".into())),
+            ("firstname", Value::text("Bo")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    );
+    e.seen_b = Some(fields(&[("email", "bo@example.com"), ("first_name", "Bo")]));
+    store
+        .commit(&Commit {
+            sync: "s".into(),
+            run_id: run,
+            entries: vec![write(e.clone())],
+            ..Commit::default()
+        })
         .await
         .unwrap();
+    let (stored_b,): (String,) = sqlx::query_as("SELECT seen_b FROM entries WHERE a_id = 'a2'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored_b, r#"[["s"],[]]"#);
+    let got = store
+        .entries_by_ids("s", Side::A, &["a2".to_string()])
+        .await
+        .unwrap();
+    assert_eq!((&got[0].seen_a, &got[0].seen_b), (&e.seen_a, &e.seen_b));
+    // A key of b's own (not a's) is found through it.
+    let mut e = linked("a3", "b3", "cy@example.com");
+    e.key_b = Some("cy@example.org".into());
+    store
+        .commit(&Commit {
+            sync: "s".into(),
+            run_id: run,
+            entries: vec![write(e)],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+    let by_b = store
+        .entries_by_keys("s", &["cy@example.org".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(by_b.len(), 1);
+    assert_eq!(by_b[0].key_b.as_deref(), Some("cy@example.org"));
+    // What earlier versions wrote: the tagged form, with names, no layout.
+    sqlx::query(
+        "UPDATE entries SET seen_a = $1, seen_b = '{\"mail\":\"ana@example.com\"}', layout = NULL
+         WHERE a_id = 'a1'",
+    )
+    .bind(serde_json::to_string(&seen).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
     pool.close().await;
     let got = store
         .entries_by_ids("s", Side::A, &["a1".to_string()])
         .await
         .unwrap();
     assert_eq!(got[0].seen_a.as_ref(), Some(&seen), "the tagged form reads");
+    assert_eq!(
+        got[0].seen_b.as_ref(),
+        Some(&fields(&[("mail", "ana@example.com")]))
+    );
 }
 
 #[tokio::test]
