@@ -622,6 +622,8 @@ fn stored_seen(e: &Entry, by_layout: bool) -> (Option<String>, Option<String>) {
                 .collect();
             if by_position.iter().all(|p| matches!(p, Positioned::Same)) {
                 Some(SAME_KEY.to_string())
+            } else if by_layout {
+                Some(serde_json::to_string(&Sparse(&by_position)).expect("fields serialise"))
             } else {
                 Some(serde_json::to_string(&ByPosition(&by_position)).expect("fields serialise"))
             }
@@ -727,6 +729,25 @@ fn as_text(tag: &str, t: String) -> Option<Value> {
     })
 }
 
+/// b's values by position in a layout's form: only those not exactly a's,
+/// by their position (`{"4": ["e"]}`).
+struct Sparse<'a>(&'a [Positioned<'a>]);
+
+impl Serialize for Sparse<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.0.iter().enumerate() {
+            match v {
+                Positioned::Same => {}
+                Positioned::AsText(tag) => m.serialize_entry(&k, &[tag])?,
+                Positioned::Own(v) => m.serialize_entry(&k, v)?,
+            }
+        }
+        m.end()
+    }
+}
+
 impl Serialize for ByPosition<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
@@ -798,6 +819,31 @@ fn seen_from(
             ),
             (a, _) => a.clone(),
         },
+        // A layout's sparse form: a's values, but where b's differ.
+        Some(s) if s.starts_with('{') && layout.is_some() => {
+            let (Some(a), Some(l)) = (&seen_a, layout) else {
+                return Err(corrupt("b's values by position without a's".into()));
+            };
+            let mut values: Vec<Value> = a.values().cloned().collect();
+            let differ: BTreeMap<usize, serde_json::Value> =
+                serde_json::from_str(&s).map_err(|e| corrupt(e.to_string()))?;
+            for (k, j) in differ {
+                let slot = values
+                    .get_mut(k)
+                    .ok_or_else(|| corrupt(format!("b's value {k} past a's")))?;
+                *slot = match j {
+                    serde_json::Value::Array(x) if x.len() == 1 && x[0].is_string() => slot
+                        .to_text()
+                        .and_then(|t| as_text(x[0].as_str().unwrap_or_default(), t))
+                        .ok_or_else(|| corrupt(format!("b's value {k}: not a's as {x:?}")))?,
+                    j => expand_value(j).map_err(|e| corrupt(e.to_string()))?,
+                };
+            }
+            if l.b.len() != values.len() {
+                return Err(corrupt("b's values do not match their names".into()));
+            }
+            Some(l.b.iter().cloned().zip(values).collect())
+        }
         Some(s) if s.starts_with('[') => {
             let list = list(&s)?;
             let names: Vec<String> = match (&seen_a, layout) {
