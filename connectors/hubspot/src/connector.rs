@@ -125,7 +125,14 @@ impl Connector for HubSpotConnector {
         Ok(Arc::new(HubSpotObject {
             client: self.client.clone(),
             inbox: self.inbox.clone(),
-            company_type: company_link(&object).filter(|_| schema.field(COMPANY_FIELD).is_some()),
+            // The primary company, when the sync uses it.
+            company_type: company_link(&object).filter(|_| {
+                schema.field(COMPANY_FIELD).is_some()
+                    && spec
+                        .reads
+                        .as_ref()
+                        .is_none_or(|r| r.contains(COMPANY_FIELD))
+            }),
             object,
             lastmod: lastmod.to_string(),
             properties: props,
