@@ -401,6 +401,29 @@ fn bind_entry<'q>(
         .bind(layout)
 }
 
+/// A multi-row statement's rows for existing entries: each one's id, its
+/// columns (`bind_entry`) and the time.
+fn bind_existing<'q>(
+    sql: &'q str,
+    chunk: &[&EntryWrite],
+    c: &Commit,
+    layouts: &HashMap<String, i64>,
+    at: &str,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let mut q = sqlx::query(sql);
+    for w in chunk {
+        q = bind_entry(
+            q.bind(w.id.unwrap_or_default()),
+            &c.sync,
+            c.run_id,
+            w,
+            layouts,
+        )
+        .bind(at.to_string());
+    }
+    q
+}
+
 type LogRow<'a> = (
     Option<String>,
     Option<String>,
@@ -1757,17 +1780,7 @@ impl StateStore {
                 NCOLS,
                 chunk.len(),
             );
-            let mut q = sqlx::query(&sql);
-            for w in chunk {
-                q = bind_entry(
-                    q.bind(w.id.unwrap_or_default()),
-                    &c.sync,
-                    c.run_id,
-                    w,
-                    &layouts,
-                )
-                .bind(at.clone());
-            }
+            let q = bind_existing(&sql, chunk, c, &layouts, &at);
             let done: std::collections::HashSet<i64> = q
                 .fetch_all(&mut *tx)
                 .await?
@@ -1797,17 +1810,7 @@ impl StateStore {
                 UCOLS,
                 chunk.len(),
             );
-            let mut q = sqlx::query(&sql);
-            for w in chunk {
-                q = bind_entry(
-                    q.bind(w.id.unwrap_or_default()),
-                    &c.sync,
-                    c.run_id,
-                    w,
-                    &layouts,
-                )
-                .bind(at.clone());
-            }
+            let q = bind_existing(&sql, chunk, c, &layouts, &at);
             q.execute(&mut *tx).await?;
         }
         // New entries with conflicts need their id; the rest go in bulk.

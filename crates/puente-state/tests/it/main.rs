@@ -29,6 +29,19 @@ fn write(e: Entry) -> EntryWrite {
     }
 }
 
+/// Commits one entry in sync `s`.
+async fn commit_one(store: &StateStore, run: i64, e: Entry) {
+    store
+        .commit(&Commit {
+            sync: "s".into(),
+            run_id: run,
+            entries: vec![write(e)],
+            ..Commit::default()
+        })
+        .await
+        .unwrap();
+}
+
 fn linked(a: &str, b: &str, key: &str) -> Entry {
     let mut e = Entry::new(0);
     e.a_id = Some(a.into());
@@ -814,15 +827,7 @@ async fn seen_values_of_every_type_are_kept_compactly_and_earlier_forms_still_re
     let mut e = linked("a1", "b1", "ana@example.com");
     e.seen_a = Some(seen.clone());
     let run = store.start_run("s", false).await.unwrap();
-    store
-        .commit(&Commit {
-            sync: "s".into(),
-            run_id: run,
-            entries: vec![write(e)],
-            ..Commit::default()
-        })
-        .await
-        .unwrap();
+    commit_one(&store, run, e).await;
     let got = store
         .entries_by_ids("s", Side::A, &["a1".to_string()])
         .await
@@ -876,15 +881,7 @@ async fn seen_values_of_every_type_are_kept_compactly_and_earlier_forms_still_re
         .collect(),
     );
     e.seen_b = Some(fields(&[("email", "bo@example.com"), ("first_name", "Bo")]));
-    store
-        .commit(&Commit {
-            sync: "s".into(),
-            run_id: run,
-            entries: vec![write(e.clone())],
-            ..Commit::default()
-        })
-        .await
-        .unwrap();
+    commit_one(&store, run, e.clone()).await;
     let (stored_b,): (String,) = sqlx::query_as("SELECT seen_b FROM entries WHERE a_id = 'a2'")
         .fetch_one(&pool)
         .await
@@ -898,15 +895,7 @@ async fn seen_values_of_every_type_are_kept_compactly_and_earlier_forms_still_re
     // A key of b's own (not a's) is found through it.
     let mut e = linked("a3", "b3", "cy@example.com");
     e.key_b = Some("cy@example.org".into());
-    store
-        .commit(&Commit {
-            sync: "s".into(),
-            run_id: run,
-            entries: vec![write(e)],
-            ..Commit::default()
-        })
-        .await
-        .unwrap();
+    commit_one(&store, run, e).await;
     let by_b = store
         .entries_by_keys("s", &["cy@example.org".to_string()])
         .await
