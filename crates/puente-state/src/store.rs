@@ -622,8 +622,9 @@ fn unindexed_sets(new: &str) -> String {
 /// side's values by position, the names being the layout's; without one,
 /// as objects of names and values (how entries were written before
 /// layouts). Either way, b's values are stored by position against a's
-/// where they line up: `[]` for a value exactly as a's, the value itself
-/// otherwise; and as one mark when every value is a's.
+/// where they line up (with a layout only those that differ, `Sparse`;
+/// without, all, `[]` for a value exactly as a's), and as one mark when
+/// every value is a's.
 fn stored_seen(e: &Entry, by_layout: bool) -> (Option<String>, Option<String>) {
     let values = |f: &Fields, key: Option<&str>| {
         serde_json::to_string(&ByLayout { values: f, key }).expect("fields serialise")
@@ -684,13 +685,8 @@ impl<'a> Positioned<'a> {
         if exactly(x, y) {
             return Positioned::Same;
         }
-        let tag = match y {
-            Value::Text(_) => "s",
-            Value::Enum(_) => "e",
-            Value::Email(_) => "@",
-            Value::Phone(_) => "p",
-            Value::Ref(_) => "r",
-            _ => return Positioned::Own(CompactValue(y)),
+        let Some((tag, _)) = text_tag(y) else {
+            return Positioned::Own(CompactValue(y));
         };
         match x.to_text().and_then(|t| as_text(tag, t)) {
             Some(v) if exactly(&v, y) => Positioned::AsText(tag),
@@ -723,21 +719,20 @@ impl Serialize for ByLayout<'_> {
 
 /// The tag under which `v` is the key `k` as text, when it is.
 fn key_tag(v: &Value, k: &str) -> Option<&'static str> {
-    let tag = match v {
-        Value::Text(t) | Value::Enum(t) | Value::Email(t) | Value::Phone(t) | Value::Ref(t)
-            if t == k =>
-        {
-            match v {
-                Value::Text(_) => "s",
-                Value::Enum(_) => "e",
-                Value::Email(_) => "@",
-                Value::Phone(_) => "p",
-                _ => "r",
-            }
-        }
+    text_tag(v).filter(|(_, t)| *t == k).map(|(tag, _)| tag)
+}
+
+/// A value that is text of some kind: the kind's tag and the text
+/// (`as_text` builds it back).
+fn text_tag(v: &Value) -> Option<(&'static str, &str)> {
+    Some(match v {
+        Value::Text(t) => ("s", t),
+        Value::Enum(t) => ("e", t),
+        Value::Email(t) => ("@", t),
+        Value::Phone(t) => ("p", t),
+        Value::Ref(t) => ("r", t),
         _ => return None,
-    };
-    Some(tag)
+    })
 }
 
 /// A value of the kind `tag` names from its text (`Positioned::AsText`).
@@ -885,13 +880,6 @@ fn seen_from(
             for (k, (n, j)) in names.into_iter().zip(list).enumerate() {
                 let v = match (j, &by_position) {
                     (serde_json::Value::Array(x), Some(a)) if x.is_empty() => a[k].clone(),
-                    (serde_json::Value::Array(x), Some(a))
-                        if x.len() == 1 && x[0].is_string() && layout.is_some() =>
-                    {
-                        a[k].to_text()
-                            .and_then(|t| as_text(x[0].as_str().unwrap_or_default(), t))
-                            .ok_or_else(|| corrupt(format!("b's {n}: not a's as {x:?}")))?
-                    }
                     (serde_json::Value::Array(x), None) if x.is_empty() && layout.is_none() => {
                         return Err(corrupt("stored by position, but a's do not match".into()))
                     }
