@@ -246,15 +246,7 @@ async fn suite(store: StateStore) {
     d.deleted_a = true;
     d.status = Status::Deleted;
     let id = d.id;
-    store
-        .commit(&Commit {
-            sync: "s".into(),
-            run_id: run2,
-            entries: vec![write(d)],
-            ..Commit::default()
-        })
-        .await
-        .unwrap();
+    commit_one(&store, run2, d).await;
     assert_eq!(store.deleted_on("s", Side::A).await.unwrap()[0].id, id);
     let live = store.live_ids("s", Side::A).await.unwrap();
     assert_eq!(live.len(), 1000, "999 linked + the failed one");
