@@ -8,7 +8,7 @@ use puente_core::{Fields, Side, WriteOp, WriteOutcome};
 use puente_plan::{mapped, Entry, Status};
 use puente_state::{Commit, EntryWrite};
 
-use crate::pass::new_intent;
+use crate::pass::{intent_conditions, new_intent};
 use crate::{Engine, EngineError, RestoreReport, SyncDef};
 
 impl Engine {
@@ -81,31 +81,35 @@ impl Engine {
             source,
         };
         for chunk in entries.chunks(obj.capabilities().max_batch.max(1)) {
+            let payloads: Vec<Fields> = chunk.iter().map(payload_of).collect();
+            let conditions: Vec<_> = payloads
+                .iter()
+                .map(|p| intent_conditions(spec, side, p))
+                .collect();
+            let other = side.other();
             let intents: Vec<_> = chunk
                 .iter()
-                .map(|e| {
-                    let other = side.other();
+                .zip(&payloads)
+                .zip(&conditions)
+                .map(|((e, payload), conditions)| {
                     new_intent(
-                        spec,
-                        sync,
                         side,
                         Some(e.id),
                         (
-                            e.id_on(other).cloned().unwrap_or_default(),
-                            e.seen(other).cloned(),
-                            e.key(other).cloned(),
+                            e.id_on(other).map_or("", String::as_str),
+                            e.seen(other),
+                            e.key(other).map(String::as_str),
                         ),
-                        e.key(side).cloned(),
-                        &payload_of(e),
+                        e.key(side).map(String::as_str),
+                        payload,
+                        conditions,
                     )
                 })
                 .collect();
-            let batch = self.state.add_intents(&intents, Some(lease)).await?;
-            let ops: Vec<WriteOp> = chunk
-                .iter()
-                .map(|e| WriteOp::Create {
-                    fields: payload_of(e),
-                })
+            let batch = self.state.add_intents(sync, &intents, Some(lease)).await?;
+            let ops: Vec<WriteOp> = payloads
+                .into_iter()
+                .map(|fields| WriteOp::Create { fields })
                 .collect();
             let outcomes = obj.write(ops).await.map_err(connector_err)?;
             let mut writes = Vec::new();

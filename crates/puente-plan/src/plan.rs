@@ -399,20 +399,21 @@ impl ItemPlan {
         }
     }
 
-    /// Copies what this plan decided (ids, keys, seen values, deletes,
-    /// status) onto the entry it concerns; echo flags are the caller's.
-    pub fn fill(&self, e: &mut Entry) {
+    /// Moves what this plan decided (ids, keys, seen values, deletes,
+    /// status) onto the entry it concerns, leaving this plan without its
+    /// ids, keys and seen values; echo flags are the caller's.
+    pub fn fill(&mut self, e: &mut Entry) {
         e.set_side(
             Side::A,
-            self.a_id.clone(),
-            self.seen_a.clone(),
-            self.key_a.clone(),
+            self.a_id.take(),
+            self.seen_a.take(),
+            self.key_a.take(),
         );
         e.set_side(
             Side::B,
-            self.b_id.clone(),
-            self.seen_b.clone(),
-            self.key_b.clone(),
+            self.b_id.take(),
+            self.seen_b.take(),
+            self.key_b.take(),
         );
         e.deleted_a = self.deleted_a;
         e.deleted_b = self.deleted_b;

@@ -86,6 +86,54 @@ impl Layout {
     }
 }
 
+/// Finds entries' layouts by key, serialising an entry's names only where
+/// they differ from the entry before's (a commit's entries mostly share one
+/// layout).
+struct LayoutFinder<'a> {
+    ids: &'a HashMap<String, i64>,
+    last: Option<(&'a Entry, Option<i64>)>,
+}
+
+impl<'a> LayoutFinder<'a> {
+    fn new(ids: &'a HashMap<String, i64>) -> Self {
+        LayoutFinder { ids, last: None }
+    }
+
+    /// The entry's layout: `None` without seen values, or for names this
+    /// process has no id for.
+    fn find(&mut self, e: &'a Entry) -> Option<i64> {
+        self.key(e).and_then(|key| match key {
+            Ok(id) => id,
+            Err(key) => {
+                let id = self.ids.get(&key).copied();
+                self.last = Some((e, id));
+                id
+            }
+        })
+    }
+
+    /// `Ok(id)` when the entry has the names of the one before, else
+    /// `Err(its key)`; `None` without seen values.
+    fn key(&self, e: &Entry) -> Option<std::result::Result<Option<i64>, String>> {
+        fn same(a: &Option<Fields>, b: &Option<Fields>) -> bool {
+            match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.len() == b.len() && a.keys().eq(b.keys()),
+                _ => false,
+            }
+        }
+        if e.seen_a.is_none() && e.seen_b.is_none() {
+            return None;
+        }
+        Some(match self.last {
+            Some((prev, id)) if same(&prev.seen_a, &e.seen_a) && same(&prev.seen_b, &e.seen_b) => {
+                Ok(id)
+            }
+            _ => Err(Layout::key_of(e)),
+        })
+    }
+}
+
 /// Layouts by id and ids by key. Layouts are never removed or changed, so
 /// what a process has read stays true.
 #[derive(Debug, Default)]
@@ -146,6 +194,170 @@ pub struct Intent {
 
 fn side_a() -> Side {
     Side::A
+}
+
+/// An intent to record, borrowed from what a pass holds (an `Intent` as
+/// written; `Intent::as_ref` lends one).
+#[derive(Clone, Copy, Debug)]
+pub struct IntentRef<'a> {
+    /// The side the record is created on.
+    pub side: Side,
+    pub entry_id: Option<i64>,
+    pub source_id: &'a str,
+    /// Field values that find the record on the target if it was created.
+    pub conditions: &'a [(&'a str, &'a Value)],
+    pub seen_source: Option<&'a Fields>,
+    pub payload: &'a Fields,
+    pub key_source: Option<&'a str>,
+    pub key_target: Option<&'a str>,
+}
+
+impl Intent {
+    /// Lends this intent to `add_intents`; `conditions` holds its
+    /// conditions borrowed (see `condition_refs`).
+    pub fn as_ref<'a>(&'a self, conditions: &'a [(&'a str, &'a Value)]) -> IntentRef<'a> {
+        IntentRef {
+            side: self.side,
+            entry_id: self.entry_id,
+            source_id: &self.source_id,
+            conditions,
+            seen_source: self.seen_source.as_ref(),
+            payload: &self.payload,
+            key_source: self.key_source.as_deref(),
+            key_target: self.key_target.as_deref(),
+        }
+    }
+
+    /// This intent's conditions, borrowed, for `as_ref`.
+    pub fn condition_refs(&self) -> Vec<(&str, &Value)> {
+        self.conditions
+            .iter()
+            .map(|(n, v)| (n.as_str(), v))
+            .collect()
+    }
+}
+
+/// What `intents.side` holds for a row that carries a whole batch of
+/// intents (its `payload` a JSON array, one `StoredIntent` each). Earlier
+/// versions wrote one row per intent, which still read.
+const MANY_INTENTS: &str = "*";
+
+/// One intent of a batch row, written straight from an `IntentRef`. Its
+/// conditions are names of payload fields (`"email"`), or a name and a value
+/// where the payload does not hold that value (`["email", …]`); the
+/// source's seen values are `"="` when they are the payload itself.
+struct StoredIntent<'a>(IntentRef<'a>);
+
+impl Serialize for StoredIntent<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Conditions<'a>(IntentRef<'a>);
+        impl Serialize for Conditions<'_> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                let mut seq = s.serialize_seq(Some(self.0.conditions.len()))?;
+                for (name, v) in self.0.conditions {
+                    if self.0.payload.get(*name) == Some(*v) {
+                        seq.serialize_element(name)?;
+                    } else {
+                        seq.serialize_element(&(name, CompactValue(v)))?;
+                    }
+                }
+                seq.end()
+            }
+        }
+        let it = &self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("s", it.side.as_str())?;
+        if let Some(e) = it.entry_id {
+            m.serialize_entry("e", &e)?;
+        }
+        m.serialize_entry("i", it.source_id)?;
+        m.serialize_entry("c", &Conditions(*it))?;
+        m.serialize_entry("p", &CompactFields(it.payload))?;
+        match it.seen_source {
+            Some(seen) if seen == it.payload => m.serialize_entry("ss", "=")?,
+            Some(seen) => m.serialize_entry("ss", &CompactFields(seen))?,
+            None => {}
+        }
+        if let Some(k) = it.key_source {
+            m.serialize_entry("ks", k)?;
+        }
+        if let Some(k) = it.key_target {
+            m.serialize_entry("kt", k)?;
+        }
+        m.end()
+    }
+}
+
+/// A `StoredIntent` read back.
+#[derive(Deserialize)]
+struct ReadIntent {
+    s: String,
+    #[serde(default)]
+    e: Option<i64>,
+    i: String,
+    c: Vec<serde_json::Value>,
+    #[serde(with = "compact_fields")]
+    p: Fields,
+    #[serde(default)]
+    ss: Option<serde_json::Value>,
+    #[serde(default)]
+    ks: Option<String>,
+    #[serde(default)]
+    kt: Option<String>,
+}
+
+impl ReadIntent {
+    fn into_intent(self, id: i64, sync: &str) -> Result<Intent> {
+        let corrupt = |what: &str| StateError::Corrupt(format!("intent {id}: {what}"));
+        let side = Side::parse(&self.s).ok_or_else(|| corrupt("side"))?;
+        let conditions = self
+            .c
+            .into_iter()
+            .map(|c| match c {
+                serde_json::Value::String(name) => {
+                    let v = self
+                        .p
+                        .get(&name)
+                        .cloned()
+                        .ok_or_else(|| corrupt("condition"))?;
+                    Ok((name, v))
+                }
+                serde_json::Value::Array(mut pair) if pair.len() == 2 => {
+                    let v = expand_value(pair.pop().unwrap_or_default())
+                        .map_err(|_| corrupt("condition value"))?;
+                    match pair.pop() {
+                        Some(serde_json::Value::String(name)) => Ok((name, v)),
+                        _ => Err(corrupt("condition name")),
+                    }
+                }
+                _ => Err(corrupt("condition")),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let seen_source = match self.ss {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(mark)) if mark == "=" => Some(self.p.clone()),
+            Some(map) => Some(
+                compact_fields::deserialize(map).map_err(|_| corrupt("source's seen values"))?,
+            ),
+        };
+        Ok(Intent {
+            id,
+            sync: sync.to_string(),
+            side,
+            entry_id: self.e,
+            source_id: self.i,
+            conditions,
+            seen_source,
+            payload: self.p,
+            key_source: self.ks,
+            key_target: self.kt,
+        })
+    }
 }
 
 /// What a sync keeps between passes beside its records, one value each.
@@ -358,12 +570,12 @@ const ENTRY_WRITE_COLS: &str =
 
 /// Binds an entry's stored columns (`ENTRY_WRITE_COLS`); `attempts` carries
 /// 1 for a failed attempt (the upsert turns it into a count).
-fn bind_entry<'q>(
+fn bind_entry<'q, 'a>(
     q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     sync: &str,
     run_id: i64,
-    w: &EntryWrite,
-    layouts: &HashMap<String, i64>,
+    w: &'a EntryWrite,
+    layouts: &mut LayoutFinder<'a>,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     let e = &w.entry;
     let StatusColumns {
@@ -374,9 +586,7 @@ fn bind_entry<'q>(
         message,
         hint,
     } = status_columns(&e.status);
-    let layout = (e.seen_a.is_some() || e.seen_b.is_some())
-        .then(|| layouts.get(&Layout::key_of(e)).copied())
-        .flatten();
+    let layout = layouts.find(e);
     let (seen_a, seen_b) = stored_seen(e, layout.is_some());
     q.bind(sync.to_string())
         .bind(e.a_id.clone())
@@ -403,11 +613,11 @@ fn bind_entry<'q>(
 
 /// A multi-row statement's rows for existing entries: each one's id, its
 /// columns (`bind_entry`) and the time.
-fn bind_existing<'q>(
+fn bind_existing<'q, 'a>(
     sql: &'q str,
-    chunk: &[&EntryWrite],
+    chunk: &[&'a EntryWrite],
     c: &Commit,
-    layouts: &HashMap<String, i64>,
+    layouts: &mut LayoutFinder<'a>,
     at: &str,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     let mut q = sqlx::query(sql);
@@ -1006,6 +1216,9 @@ impl StateStore {
                         sqlx::query("PRAGMA cache_size = -8192")
                             .execute(&mut *conn)
                             .await?;
+                        sqlx::query("PRAGMA wal_autocheckpoint = 16384")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -1260,10 +1473,13 @@ impl StateStore {
         let mut missing = std::collections::BTreeSet::new();
         {
             let cache = self.layouts.lock().expect("layouts lock");
-            for e in entries.filter(|e| e.seen_a.is_some() || e.seen_b.is_some()) {
-                let key = Layout::key_of(e);
-                if !cache.ids.contains_key(&key) {
-                    missing.insert(key);
+            let mut finder = LayoutFinder::new(&cache.ids);
+            for e in entries {
+                if let Some(Err(key)) = finder.key(e) {
+                    if finder.ids.get(&key).is_none() {
+                        missing.insert(key.clone());
+                    }
+                    finder.find(e);
                 }
             }
             if missing.is_empty() {
@@ -1664,45 +1880,44 @@ impl StateStore {
 
     // ----- intents ----------------------------------------------------------
 
-    /// Records intents, committed before the creates they announce.
-    /// Returns the batch token that settles them all in a later commit.
-    pub async fn add_intents(&self, intents: &[Intent], lease: Option<&Lease>) -> Result<String> {
+    /// Records intents, committed before the creates they announce: one
+    /// row for the batch (`MANY_INTENTS`), whatever its size. Returns the
+    /// batch token that settles them all in a later commit.
+    pub async fn add_intents(
+        &self,
+        sync: &str,
+        intents: &[IntentRef<'_>],
+        lease: Option<&Lease>,
+    ) -> Result<String> {
         let batch = format!(
             "{}-{}",
             now(),
             BATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let at = now();
+        let stored: Vec<StoredIntent<'_>> = intents.iter().copied().map(StoredIntent).collect();
+        let payload = serde_json::to_string(&stored).expect("intents serialise");
         let mut tx = self.pool.begin().await?;
         if let Some(lease) = lease {
             self.fence(&mut tx, lease).await?;
         }
-        const COLS: usize = 8;
-        for chunk in intents.chunks(CHUNK / 2) {
-            let sql = self.rows_sql(
-                "INSERT INTO intents (sync, side, entry_id, source_id, conditions, payload, created_at, batch) VALUES",
-                "",
-                COLS,
-                chunk.len(),
-            );
-            let mut q = sqlx::query(&sql);
-            for it in chunk {
-                q = q
-                    .bind(it.sync.clone())
-                    .bind(it.side.as_str())
-                    .bind(it.entry_id)
-                    .bind(it.source_id.clone())
-                    .bind(serde_json::to_string(&it.conditions).expect("serialise"))
-                    .bind(serde_json::to_string(it).expect("serialise"))
-                    .bind(at.clone())
-                    .bind(batch.clone());
-            }
-            q.execute(&mut *tx).await?;
-        }
+        sqlx::query(&self.sql(
+            "INSERT INTO intents (sync, side, entry_id, source_id, conditions, payload, created_at, batch)
+             VALUES ($1, $2, NULL, '', '[]', $3, $4, $5)",
+        ))
+        .bind(sync)
+        .bind(MANY_INTENTS)
+        .bind(payload)
+        .bind(at)
+        .bind(batch.clone())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(batch)
     }
 
+    /// The intents no commit has settled, in the order they were recorded.
+    /// Those of one batch share the id of its row.
     pub async fn pending_intents(&self, sync: &str) -> Result<Vec<Intent>> {
         let rows = sqlx::query(
             &self.sql("SELECT id, side, entry_id, source_id, conditions, payload FROM intents WHERE sync = $1 ORDER BY id"),
@@ -1710,22 +1925,33 @@ impl StateStore {
         .bind(sync)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let payload: String = r.try_get("payload")?;
-                let mut it: Intent = serde_json::from_str(&payload)
-                    .map_err(|e| StateError::Corrupt(e.to_string()))?;
-                it.id = r.try_get("id")?;
-                it.sync = sync.to_string();
-                it.side = Side::parse(&r.try_get::<String, _>("side")?)
-                    .ok_or_else(|| StateError::Corrupt("intent side".into()))?;
-                it.entry_id = r.try_get("entry_id")?;
-                it.source_id = r.try_get("source_id")?;
-                it.conditions = serde_json::from_str(&r.try_get::<String, _>("conditions")?)
-                    .map_err(|e| StateError::Corrupt(e.to_string()))?;
-                Ok(it)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for r in &rows {
+            let id: i64 = r.try_get("id")?;
+            let side: String = r.try_get("side")?;
+            let payload: String = r.try_get("payload")?;
+            if side == MANY_INTENTS {
+                let items: Vec<ReadIntent> = serde_json::from_str(&payload)
+                    .map_err(|e| StateError::Corrupt(format!("intent {id}: {e}")))?;
+                for it in items {
+                    out.push(it.into_intent(id, sync)?);
+                }
+                continue;
+            }
+            // One intent per row (written before intents were batched).
+            let mut it: Intent =
+                serde_json::from_str(&payload).map_err(|e| StateError::Corrupt(e.to_string()))?;
+            it.id = id;
+            it.sync = sync.to_string();
+            it.side =
+                Side::parse(&side).ok_or_else(|| StateError::Corrupt("intent side".into()))?;
+            it.entry_id = r.try_get("entry_id")?;
+            it.source_id = r.try_get("source_id")?;
+            it.conditions = serde_json::from_str(&r.try_get::<String, _>("conditions")?)
+                .map_err(|e| StateError::Corrupt(e.to_string()))?;
+            out.push(it);
+        }
+        Ok(out)
     }
 
     // ----- the commit -------------------------------------------------------
@@ -1734,6 +1960,7 @@ impl StateStore {
     /// statuses), the change log, conflicts, settled intents and cursors.
     pub async fn commit(&self, c: &Commit) -> Result<()> {
         let layouts = self.layout_ids(c.entries.iter().map(|w| &w.entry)).await?;
+        let mut layouts = LayoutFinder::new(&layouts);
         let mut tx = self.pool.begin().await?;
         if let Some(lease) = &c.lease {
             self.fence(&mut tx, lease).await?;
@@ -1768,7 +1995,7 @@ impl StateStore {
                 NCOLS,
                 chunk.len(),
             );
-            let q = bind_existing(&sql, chunk, c, &layouts, &at);
+            let q = bind_existing(&sql, chunk, c, &mut layouts, &at);
             let done: std::collections::HashSet<i64> = q
                 .fetch_all(&mut *tx)
                 .await?
@@ -1798,7 +2025,7 @@ impl StateStore {
                 UCOLS,
                 chunk.len(),
             );
-            let q = bind_existing(&sql, chunk, c, &layouts, &at);
+            let q = bind_existing(&sql, chunk, c, &mut layouts, &at);
             q.execute(&mut *tx).await?;
         }
         // New entries with conflicts need their id; the rest go in bulk.
@@ -1815,7 +2042,7 @@ impl StateStore {
             let mut q = sqlx::query(&sql);
             for w in chunk {
                 let e = &w.entry;
-                q = bind_entry(q, &c.sync, c.run_id, w, &layouts)
+                q = bind_entry(q, &c.sync, c.run_id, w, &mut layouts)
                     .bind(at.clone())
                     .bind((e.deleted_a || e.deleted_b).then(|| at.clone()));
             }
@@ -1830,7 +2057,7 @@ impl StateStore {
                 "INSERT INTO entries ({ENTRY_WRITE_COLS}, updated_at) VALUES ({}) RETURNING id",
                 ph(1, 22)
             ));
-            let id: i64 = bind_entry(sqlx::query(&sql), &c.sync, c.run_id, w, &layouts)
+            let id: i64 = bind_entry(sqlx::query(&sql), &c.sync, c.run_id, w, &mut layouts)
                 .bind(at.clone())
                 .fetch_one(&mut *tx)
                 .await?

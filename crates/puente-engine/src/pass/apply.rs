@@ -7,14 +7,14 @@
 
 use std::collections::HashMap;
 
-use puente_core::{Failure, Side, WriteOp, WriteOutcome};
+use puente_core::{Failure, Fields, Side, Value, WriteOp, WriteOutcome};
 use puente_plan::{
     key_of, mapped, seen_after_write, Entry, FieldChange, ItemPlan, Plan, PlannedWrite, Status,
 };
-use puente_state::{Commit, EntryWrite};
+use puente_state::{Commit, EntryWrite, IntentRef};
 use tracing::Instrument;
 
-use super::recover::new_intent;
+use super::recover::{intent_conditions, new_intent};
 use super::{side_idx, Pass};
 use crate::{EngineError, Progress};
 
@@ -92,30 +92,45 @@ impl Pass<'_> {
         old: &HashMap<i64, &Entry>,
     ) -> Result<(), EngineError> {
         // 1. Intents for the creates, committed before any create is sent.
-        let mut intents = Vec::new();
-        for it in &chunk {
-            for side in [Side::A, Side::B] {
-                if let Some(PlannedWrite::Create { fields }) = it.write(side) {
-                    let src = side.other();
-                    intents.push(new_intent(
-                        &self.spec,
-                        self.sync(),
-                        side,
-                        it.entry_id,
-                        (
-                            it.id(src).cloned().unwrap_or_default(),
-                            it.seen(src).cloned(),
-                            it.key(src).cloned(),
-                        ),
-                        it.key(side).cloned(),
-                        fields,
-                    ));
-                }
-            }
-        }
         let mut intent_batches = Vec::new();
-        if !intents.is_empty() {
-            intent_batches.push(self.add_intents(&intents).await?);
+        {
+            let creates: Vec<(Side, &ItemPlan, &Fields)> = chunk
+                .iter()
+                .flat_map(|it| {
+                    [Side::A, Side::B]
+                        .into_iter()
+                        .filter_map(move |side| match it.write(side) {
+                            Some(PlannedWrite::Create { fields }) => Some((side, it, fields)),
+                            _ => None,
+                        })
+                })
+                .collect();
+            if !creates.is_empty() {
+                let conditions: Vec<Vec<(&str, &Value)>> = creates
+                    .iter()
+                    .map(|(side, _, fields)| intent_conditions(&self.spec, *side, fields))
+                    .collect();
+                let intents: Vec<IntentRef<'_>> = creates
+                    .iter()
+                    .zip(&conditions)
+                    .map(|((side, it, fields), conditions)| {
+                        let src = side.other();
+                        new_intent(
+                            *side,
+                            it.entry_id,
+                            (
+                                it.id(src).map_or("", String::as_str),
+                                it.seen(src),
+                                it.key(src).map(String::as_str),
+                            ),
+                            it.key(*side).map(String::as_str),
+                            fields,
+                            conditions,
+                        )
+                    })
+                    .collect();
+                intent_batches.push(self.add_intents(&intents).await?);
+            }
         }
         // 2. Writes, side by side.
         let mut outcomes = vec![Outcome::default(); chunk.len()];
@@ -149,10 +164,16 @@ impl Pass<'_> {
     ) -> Result<(), EngineError> {
         let mut idx = Vec::new();
         let mut ops = Vec::new();
-        for (ix, it) in chunk.iter().enumerate() {
-            let op = match it.write(side) {
+        for (ix, it) in chunk.iter_mut().enumerate() {
+            let planned = match side {
+                Side::A => &mut it.write_a,
+                Side::B => &mut it.write_b,
+            };
+            let op = match planned {
+                // What a create sends is not needed once sent (its intent
+                // holds it; the seen values are what the target reports).
                 Some(PlannedWrite::Create { fields }) => WriteOp::Create {
-                    fields: fields.clone(),
+                    fields: std::mem::take(fields),
                 },
                 Some(PlannedWrite::Update { id, changes }) => WriteOp::Update {
                     id: id.clone(),

@@ -20,11 +20,11 @@ use std::time::Instant;
 
 use puente_core::{ConnectorError, Object, Record, Side};
 use puente_plan::{Direction, SyncSpec};
-use puente_state::{Commit, Intent, Marker};
+use puente_state::{Commit, IntentRef, Marker};
 use tracing::Instrument;
 
 pub use backfill::BackfillStatus;
-pub(crate) use recover::new_intent;
+pub(crate) use recover::{intent_conditions, new_intent};
 
 use crate::lease::PassLease;
 use crate::{Engine, EngineError, Progress, RunOptions, SyncDef, SyncReport};
@@ -290,11 +290,11 @@ impl Pass<'_> {
     }
 
     /// Records intents (fenced), before the creates they announce are sent.
-    pub async fn add_intents(&self, intents: &[Intent]) -> Result<String, EngineError> {
+    pub async fn add_intents(&self, intents: &[IntentRef<'_>]) -> Result<String, EngineError> {
         Ok(self
             .engine
             .state
-            .add_intents(intents, Some(self.lease.lease()))
+            .add_intents(self.sync(), intents, Some(self.lease.lease()))
             .await?)
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use puente_core::{Fields, Side, Value};
 use puente_plan::{Entry, Status, SyncSpec};
-use puente_state::{Commit, EntryWrite, Intent};
+use puente_state::{Commit, EntryWrite, IntentRef};
 
 use super::{side_idx, Pass};
 use crate::EngineError;
@@ -92,7 +92,13 @@ impl Pass<'_> {
         }
         self.commit(Commit {
             entries: writes,
-            intents_done: pending.iter().map(|i| i.id).collect(),
+            // The intents of one batch share its row's id.
+            intents_done: pending
+                .iter()
+                .map(|i| i.id)
+                .collect::<std::collections::BTreeSet<i64>>()
+                .into_iter()
+                .collect(),
             ..Commit::default()
         })
         .await?;
@@ -101,27 +107,25 @@ impl Pass<'_> {
 }
 
 /// The intent announcing a create on `target` of a record from the other
-/// side: `source` is the source record's id, seen values and key, `key`
-/// the target's.
-pub(crate) fn new_intent(
-    spec: &SyncSpec,
-    sync: &str,
+/// side, borrowed from the plan: `source` is the source record's id, seen
+/// values and key, `key_target` the target's, and `conditions` what
+/// `intent_conditions` found in `payload`.
+pub(crate) fn new_intent<'a>(
     target: Side,
     entry_id: Option<i64>,
-    source: (String, Option<Fields>, Option<String>),
-    key_target: Option<String>,
-    payload: &Fields,
-) -> Intent {
+    source: (&'a str, Option<&'a Fields>, Option<&'a str>),
+    key_target: Option<&'a str>,
+    payload: &'a Fields,
+    conditions: &'a [(&'a str, &'a Value)],
+) -> IntentRef<'a> {
     let (source_id, seen_source, key_source) = source;
-    Intent {
-        id: 0,
-        sync: sync.to_string(),
+    IntentRef {
         side: target,
         entry_id,
         source_id,
-        conditions: intent_conditions(spec, target, payload),
-        payload: payload.clone(),
+        conditions,
         seen_source,
+        payload,
         key_source,
         key_target,
     }
@@ -129,19 +133,20 @@ pub(crate) fn new_intent(
 
 /// Conditions that find a created record on the target: its match keys, or
 /// every written value when the sync has none.
-fn intent_conditions(spec: &SyncSpec, target: Side, payload: &Fields) -> Vec<(String, Value)> {
-    let keyed: Vec<(String, Value)> = spec
+pub(crate) fn intent_conditions<'a>(
+    spec: &'a SyncSpec,
+    target: Side,
+    payload: &'a Fields,
+) -> Vec<(&'a str, &'a Value)> {
+    let keyed: Vec<(&str, &Value)> = spec
         .keys
         .iter()
         .map(|k| if target == Side::A { &k.a } else { &k.b })
-        .filter_map(|n| payload.get(n).map(|v| (n.clone(), v.clone())))
+        .filter_map(|n| payload.get(n).map(|v| (n.as_str(), v)))
         .collect();
     if !keyed.is_empty() && keyed.len() == spec.keys.len() {
         keyed
     } else {
-        payload
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        payload.iter().map(|(k, v)| (k.as_str(), v)).collect()
     }
 }

@@ -242,7 +242,7 @@ impl World {
         let p = self.plan_now();
         let text = render(&p);
         let mut stats = RunStats::default();
-        for it in p.items {
+        for mut it in p.items {
             stats.conflicts += it.conflicts.len();
             stats.echoes += it.echoes;
             for d in &it.drop_entries {
@@ -275,7 +275,7 @@ impl World {
                     stats.writes += 1;
                     let rec = self.side(side).write(w);
                     // As the engine does.
-                    let mapped = seen_after_write(&self.spec, side, it.seen(side), w, &rec.fields);
+                    let mapped = seen_after_write(&self.spec, side, e.seen(side), w, &rec.fields);
                     match (side, w) {
                         (_, PlannedWrite::Delete { .. }) => match side {
                             Side::A => e.deleted_a = true,

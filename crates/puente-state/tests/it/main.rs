@@ -202,29 +202,59 @@ async fn suite(store: StateStore) {
     );
     assert!(e.echo_b);
 
-    // Intents survive until settled.
-    let intents = vec![Intent {
-        id: 0,
-        sync: "s".into(),
-        side: Side::B,
-        entry_id: None,
-        source_id: "a5000".into(),
-        conditions: vec![("mail".into(), Value::text("new@x.com"))],
-        seen_source: Some(fields(&[("email", "new@x.com")])),
-        payload: {
-            // Typed values come back typed.
-            let mut p = fields(&[("mail", "new@x.com")]);
-            p.insert("amount".into(), Value::decimal("12.50".parse().unwrap()));
-            p.insert("kind".into(), Value::Enum("lead".into()));
-            p
+    // Intents survive until settled: one row for the batch, each intent
+    // read back as it was recorded.
+    let typed = {
+        // Typed values come back typed.
+        let mut p = fields(&[("mail", "new@x.com")]);
+        p.insert("amount".into(), Value::decimal("12.50".parse().unwrap()));
+        p.insert("kind".into(), Value::Enum("lead".into()));
+        p
+    };
+    let intents = vec![
+        Intent {
+            id: 0,
+            sync: "s".into(),
+            side: Side::B,
+            entry_id: None,
+            source_id: "a5000".into(),
+            conditions: vec![("mail".into(), Value::text("new@x.com"))],
+            seen_source: Some(fields(&[("email", "new@x.com")])),
+            payload: typed.clone(),
+            key_source: Some("new@x.com".into()),
+            key_target: None,
         },
-        key_source: Some("new@x.com".into()),
-        key_target: None,
-    }];
-    let batch = store.add_intents(&intents, None).await.unwrap();
+        // The source's seen values are the payload; a condition holds a
+        // value the payload does not.
+        Intent {
+            id: 0,
+            sync: "s".into(),
+            side: Side::A,
+            entry_id: Some(7),
+            source_id: "b7".into(),
+            conditions: vec![
+                ("mail".into(), Value::text("new@x.com")),
+                ("code".into(), Value::Int(7)),
+            ],
+            seen_source: Some(typed.clone()),
+            payload: typed,
+            key_source: None,
+            key_target: Some("new@x.com".into()),
+        },
+    ];
+    let conditions: Vec<_> = intents.iter().map(Intent::condition_refs).collect();
+    let refs: Vec<_> = intents
+        .iter()
+        .zip(&conditions)
+        .map(|(it, c)| it.as_ref(c))
+        .collect();
+    let batch = store.add_intents("s", &refs, None).await.unwrap();
     let mut pending = store.pending_intents("s").await.unwrap();
-    assert_eq!(pending.len(), 1);
-    pending[0].id = 0;
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].id, pending[1].id, "one row for the batch");
+    for it in &mut pending {
+        it.id = 0;
+    }
     assert_eq!(pending, intents);
     store
         .commit(&Commit {
@@ -478,14 +508,16 @@ async fn leases(store: &StateStore) {
         key_source: None,
         key_target: None,
     };
+    let announced = [intent.as_ref(&[])];
     assert!(matches!(
-        store
-            .add_intents(std::slice::from_ref(&intent), Some(&first))
-            .await,
+        store.add_intents("l", &announced, Some(&first)).await,
         Err(StateError::LeaseLost { .. })
     ));
     assert!(store.pending_intents("l").await.unwrap().is_empty());
-    store.add_intents(&[intent], Some(&second)).await.unwrap();
+    store
+        .add_intents("l", &announced, Some(&second))
+        .await
+        .unwrap();
     // Releasing someone else's lease does nothing; one's own frees the sync.
     store.release_lease(&first).await.unwrap();
     assert_eq!(store.lease_holder("l").await.unwrap().unwrap().pid, 202);
@@ -1075,4 +1107,41 @@ async fn like_seen_values_and_creates_take_no_extra_rows() {
         .collect();
     assert_eq!(fields, vec![("*created*", "b", run), ("email", "b", run2)]);
     assert!(!hist[0].at.is_empty());
+}
+
+#[tokio::test]
+async fn an_intent_written_one_per_row_by_an_earlier_version_still_reads() {
+    let tmp = TempSqlite::new("state-intents");
+    let store = StateStore::open(&tmp.url).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&tmp.url).await.unwrap();
+    // As add_intents wrote it before batches: the conditions in the tagged
+    // form, the payload column holding the rest.
+    sqlx::query(
+        r#"INSERT INTO intents (sync, side, entry_id, source_id, conditions, payload, created_at, batch)
+           VALUES ('s', 'b', 3, 'a3', '[["mail",{"t":"email","v":"old@x.com"}]]',
+                   '{"seen_source":{"email":"old@x.com"},"payload":{"mail":["@","old@x.com"]},"key_source":"old@x.com","key_target":null}',
+                   '2026-01-01T00:00:00.000000Z', 'earlier-1')"#,
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let pending = store.pending_intents("s").await.unwrap();
+    assert_eq!(pending.len(), 1);
+    let it = &pending[0];
+    assert_eq!(
+        (it.side, it.entry_id, it.source_id.as_str()),
+        (Side::B, Some(3), "a3")
+    );
+    assert_eq!(
+        it.conditions,
+        vec![("mail".to_string(), Value::Email("old@x.com".into()))]
+    );
+    assert_eq!(
+        it.payload.get("mail"),
+        Some(&Value::Email("old@x.com".into()))
+    );
+    assert_eq!(it.seen_source, Some(fields(&[("email", "old@x.com")])));
+    assert_eq!(it.key_source.as_deref(), Some("old@x.com"));
 }
