@@ -486,7 +486,11 @@ macro_rules! bind_value {
                 }
                 _ => v.to_text(),
             }),
-            _ => q.bind(v.to_text()),
+            // Text is bound where it is, not copied.
+            _ => match v.text_ref() {
+                Some(t) => q.bind(Some(t)),
+                None => q.bind(v.to_text()),
+            },
         }
     }};
 }

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chrono::Duration;
@@ -52,6 +52,9 @@ pub struct SqlTable {
     writable: bool,
     schema: ObjectSchema,
     select_list: String,
+    /// Insert statements by (columns, rows): a pass sends the same few
+    /// shapes thousands of times, each built once.
+    inserts: std::sync::Mutex<HashMap<(Vec<usize>, usize), std::sync::Arc<str>>>,
 }
 
 /// A write checked and converted, ready to bind.
@@ -234,6 +237,7 @@ impl SqlTable {
             writable,
             schema,
             select_list,
+            inserts: Default::default(),
         })
     }
 
@@ -374,24 +378,21 @@ impl SqlTable {
     ) -> Record {
         let mut rec = Record::new(String::new());
         for (i, c) in self.cols.iter().enumerate() {
-            match dec(row, i, c) {
-                Ok(v) => {
-                    rec.fields.insert(c.name.clone(), v);
-                }
-                Err(msg) => {
-                    rec.fields.insert(c.name.clone(), Value::Null);
-                    rec.unreadable.insert(c.name.clone(), msg);
+            let v = dec(row, i, c).unwrap_or_else(|msg| {
+                rec.unreadable.insert(c.name.clone(), msg);
+                Value::Null
+            });
+            // The id and the modified time as they are read, not looked up
+            // again by name.
+            if i == self.pk {
+                rec.id = v.to_text().unwrap_or_default();
+            }
+            if let (Some(ci), Value::DateTime(dt)) = (self.cursor, &v) {
+                if ci == i {
+                    rec.modified_at = Some(*dt);
                 }
             }
-        }
-        rec.id = rec
-            .get(&self.cols[self.pk].name)
-            .to_text()
-            .unwrap_or_default();
-        if let Some(ci) = self.cursor {
-            if let Value::DateTime(dt) = rec.get(&self.cols[ci].name) {
-                rec.modified_at = Some(*dt);
-            }
+            rec.fields.insert(c.name.clone(), v);
         }
         rec
     }
@@ -417,8 +418,9 @@ impl SqlTable {
     fn prepare(&self, op: WriteOp) -> Result<Prepared, Failure> {
         let convert =
             |fields: BTreeMap<String, Value>| -> Result<(Vec<usize>, Vec<Value>), Failure> {
-                let mut cols = Vec::new();
-                let mut vals = Vec::new();
+                // Room for the key a create may add.
+                let mut cols = Vec::with_capacity(fields.len() + 1);
+                let mut vals = Vec::with_capacity(fields.len() + 1);
                 for (f, v) in fields {
                     let ci = self.cols.iter().position(|c| c.name == f).ok_or_else(|| {
                     Failure::new(FailureCategory::Mapping, format!("table {} has no column {f}", self.name))
@@ -494,6 +496,51 @@ impl SqlTable {
         })
     }
 
+    /// `INSERT` of `rows` rows of `cols`, returning the rows inserted where
+    /// the backend can; built once per shape and kept.
+    fn insert_sql(&self, cols: &[usize], rows: usize) -> std::sync::Arc<str> {
+        let key = (cols.to_vec(), rows);
+        let mut inserts = self.inserts.lock().expect("insert statements");
+        if let Some(sql) = inserts.get(&key) {
+            return sql.clone();
+        }
+        let col_list = cols
+            .iter()
+            .map(|c| self.q(&self.cols[*c].name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut n = 0;
+        let groups: Vec<String> = (0..rows)
+            .map(|_| {
+                let r = cols
+                    .iter()
+                    .map(|c| {
+                        n += 1;
+                        self.cols[*c].write_expr(self.flavor, n)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("({r})")
+            })
+            .collect();
+        let values = if cols.is_empty() {
+            "DEFAULT VALUES".to_string()
+        } else {
+            format!("({col_list}) VALUES {}", groups.join(", "))
+        };
+        let src = &self.source;
+        let sql: std::sync::Arc<str> = if self.returning {
+            format!("INSERT INTO {src} {values} RETURNING {}", self.select_list)
+        } else {
+            format!("INSERT INTO {src} {values}")
+        }
+        .into();
+        if inserts.len() < 64 {
+            inserts.insert(key, sql.clone());
+        }
+        sql
+    }
+
     /// Applies prepared writes in one transaction; any statement error fails it all.
     async fn apply(&self, ops: &[&Prepared]) -> Result<Vec<WriteOutcome>, sqlx::Error> {
         let pkq = self.q(&self.cols[self.pk].name);
@@ -526,35 +573,8 @@ impl SqlTable {
                         {
                             j += 1;
                         }
-                        let col_list = cols
-                            .iter()
-                            .map(|c| self.q(&self.cols[*c].name))
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        let mut n = 0;
-                        let rows: Vec<String> = (i..j)
-                            .map(|_| {
-                                let r = cols
-                                    .iter()
-                                    .map(|c| {
-                                        n += 1;
-                                        self.cols[*c].write_expr(flavor, n)
-                                    })
-                                    .collect::<Vec<_>>()
-                                    .join(", ");
-                                format!("({r})")
-                            })
-                            .collect();
-                        let values = if cols.is_empty() {
-                            "DEFAULT VALUES".to_string()
-                        } else {
-                            format!("({col_list}) VALUES {}", rows.join(", "))
-                        };
                         if self.returning {
-                            let sql = format!(
-                                "INSERT INTO {src} {values} RETURNING {}",
-                                self.select_list
-                            );
+                            let sql = self.insert_sql(cols, j - i);
                             let check = flavor == Flavor::Sqlite && j - i > 1;
                             if check {
                                 sqlx::query("SAVEPOINT puente_insert")
@@ -606,7 +626,7 @@ impl SqlTable {
                             let Prepared::Insert { cols, vals } = ops[i] else {
                                 unreachable!()
                             };
-                            let sql = format!("INSERT INTO {src} {values}");
+                            let sql = self.insert_sql(cols, 1);
                             let mut q = sqlx::query(&sql);
                             for (c, v) in cols.iter().zip(vals) {
                                 q = bind_value!(q, &self.cols[*c], v, flavor);

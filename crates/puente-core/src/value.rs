@@ -101,6 +101,17 @@ impl Value {
         }
     }
 
+    /// The text of a text-like value (text, enum, e-mail, phone,
+    /// reference), borrowed; `None` for any other.
+    pub fn text_ref(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) | Value::Enum(s) | Value::Email(s) | Value::Phone(s) | Value::Ref(s) => {
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+
     /// The value as plain text (what a CSV cell or a text column would hold).
     pub fn to_text(&self) -> Option<String> {
         Some(match self {

@@ -536,9 +536,12 @@ pub fn plan(spec: &SyncSpec, input: PlanInput<'_>) -> Plan {
 
     // Linked pairs read this run, by entry index (in entry order).
     let mut pairs: Vec<Option<[Option<Record>; 2]>> = vec![None; entries.len()];
-    let mut cands: Vec<Candidate> = Vec::new();
+    // Sized once: a plan's items are large, and a growing vector copies
+    // them all each time it outgrows its room.
+    let records = a.len() + b.len();
+    let mut cands: Vec<Candidate> = Vec::with_capacity(records);
     let mut consumed = vec![false; entries.len()];
-    let mut items = Vec::new();
+    let mut items = Vec::with_capacity(records + entries.len());
     for (side, records) in [(Side::A, a), (Side::B, b)] {
         let si = side_index(side);
         for rec in records {

@@ -244,8 +244,9 @@ const MANY_INTENTS: &str = "*";
 
 /// One intent of a batch row, written straight from an `IntentRef`. Its
 /// conditions are names of payload fields (`"email"`), or a name and a value
-/// where the payload does not hold that value (`["email", …]`); the
-/// source's seen values are `"="` when they are the payload itself.
+/// where the payload does not hold that value (`["email", …]`). The
+/// source's seen values, where they name the payload's fields, are only
+/// those that differ from it (`"sd"`); otherwise all of them (`"ss"`).
 struct StoredIntent<'a>(IntentRef<'a>);
 
 impl Serialize for StoredIntent<'_> {
@@ -279,7 +280,10 @@ impl Serialize for StoredIntent<'_> {
         m.serialize_entry("c", &Conditions(*it))?;
         m.serialize_entry("p", &CompactFields(it.payload))?;
         match it.seen_source {
-            Some(seen) if seen == it.payload => m.serialize_entry("ss", "=")?,
+            // Named as the payload's fields: only the values that differ.
+            Some(seen) if seen.keys().eq(it.payload.keys()) => {
+                m.serialize_entry("sd", &Differing(seen, it.payload))?
+            }
             Some(seen) => m.serialize_entry("ss", &CompactFields(seen))?,
             None => {}
         }
@@ -288,6 +292,22 @@ impl Serialize for StoredIntent<'_> {
         }
         if let Some(k) = it.key_target {
             m.serialize_entry("kt", k)?;
+        }
+        m.end()
+    }
+}
+
+/// The fields of the first map whose values differ from the second's.
+struct Differing<'a>(&'a Fields, &'a Fields);
+
+impl Serialize for Differing<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.0 {
+            if self.1.get(k) != Some(v) {
+                m.serialize_entry(k, &CompactValue(v))?;
+            }
         }
         m.end()
     }
@@ -305,6 +325,8 @@ struct ReadIntent {
     p: Fields,
     #[serde(default)]
     ss: Option<serde_json::Value>,
+    #[serde(default)]
+    sd: Option<serde_json::Value>,
     #[serde(default)]
     ks: Option<String>,
     #[serde(default)]
@@ -338,10 +360,18 @@ impl ReadIntent {
                 _ => Err(corrupt("condition")),
             })
             .collect::<Result<Vec<_>>>()?;
-        let seen_source = match self.ss {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(mark)) if mark == "=" => Some(self.p.clone()),
-            Some(map) => Some(
+        let seen_source = match (self.ss, self.sd) {
+            (_, Some(differing)) => {
+                let mut seen = self.p.clone();
+                seen.extend(
+                    compact_fields::deserialize(differing)
+                        .map_err(|_| corrupt("source's seen values"))?,
+                );
+                Some(seen)
+            }
+            (None | Some(serde_json::Value::Null), None) => None,
+            (Some(serde_json::Value::String(mark)), None) if mark == "=" => Some(self.p.clone()),
+            (Some(map), None) => Some(
                 compact_fields::deserialize(map).map_err(|_| corrupt("source's seen values"))?,
             ),
         };
@@ -568,11 +598,28 @@ const ENTRY_WRITE_COLS: &str =
     echo_a, echo_b, status, reason_code, reason, category, message, hint, attempts, \
     created_run, created_side, layout";
 
+/// Placeholders per row of an existing entry's write: its id,
+/// `ENTRY_WRITE_COLS` (21) and the time.
+const EXISTING_COLS: usize = 23;
+
 /// Binds an entry's stored columns (`ENTRY_WRITE_COLS`); `attempts` carries
 /// 1 for a failed attempt (the upsert turns it into a count).
-fn bind_entry<'q, 'a>(
+/// A statement of `n` placeholders with its arguments' room made once
+/// (pushed one by one, a wide statement's arguments were copied again each
+/// time they outgrew their room).
+fn query_of<'q>(
+    sql: &'q str,
+    n: usize,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    use sqlx::Arguments;
+    let mut args = sqlx::any::AnyArguments::default();
+    args.reserve(n, 0);
+    sqlx::query_with(sql, args)
+}
+
+fn bind_entry<'q, 'a: 'q>(
     q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    sync: &str,
+    sync: &'q str,
     run_id: i64,
     w: &'a EntryWrite,
     layouts: &mut LayoutFinder<'a>,
@@ -588,10 +635,10 @@ fn bind_entry<'q, 'a>(
     } = status_columns(&e.status);
     let layout = layouts.find(e);
     let (seen_a, seen_b) = stored_seen(e, layout.is_some());
-    q.bind(sync.to_string())
-        .bind(e.a_id.clone())
-        .bind(e.b_id.clone())
-        .bind(e.key_a.clone())
+    q.bind(sync)
+        .bind(e.a_id.as_deref())
+        .bind(e.b_id.as_deref())
+        .bind(e.key_a.as_deref())
         .bind(stored_key_b(e))
         .bind(seen_a)
         .bind(seen_b)
@@ -613,14 +660,14 @@ fn bind_entry<'q, 'a>(
 
 /// A multi-row statement's rows for existing entries: each one's id, its
 /// columns (`bind_entry`) and the time.
-fn bind_existing<'q, 'a>(
+fn bind_existing<'q, 'a: 'q>(
     sql: &'q str,
     chunk: &[&'a EntryWrite],
-    c: &Commit,
+    c: &'q Commit,
     layouts: &mut LayoutFinder<'a>,
-    at: &str,
+    at: &'q str,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    let mut q = sqlx::query(sql);
+    let mut q = query_of(sql, chunk.len() * EXISTING_COLS);
     for w in chunk {
         q = bind_entry(
             q.bind(w.id.unwrap_or_default()),
@@ -629,7 +676,7 @@ fn bind_existing<'q, 'a>(
             w,
             layouts,
         )
-        .bind(at.to_string());
+        .bind(at);
     }
     q
 }
@@ -801,10 +848,10 @@ const SAME_KEY: &str = "\u{1}";
 /// index could not serve the lookup.
 const KEY_B_HELD: &str = "key_b <> '\u{1}' AND key_b";
 
-fn stored_key_b(e: &Entry) -> Option<String> {
+fn stored_key_b(e: &Entry) -> Option<&str> {
     match (&e.key_a, &e.key_b) {
-        (Some(a), Some(b)) if a == b => Some(SAME_KEY.to_string()),
-        (_, b) => b.clone(),
+        (Some(a), Some(b)) if a == b => Some(SAME_KEY),
+        (_, b) => b.as_deref(),
     }
 }
 
@@ -1980,7 +2027,6 @@ impl StateStore {
         // without touching an index: each indexed column rewritten, even to
         // its own value, costs a random index page on a large store.
         let mut moved: Vec<&EntryWrite> = Vec::new();
-        const NCOLS: usize = 23;
         for chunk in existing.chunks(CHUNK / 2) {
             let sql = self.rows_sql(
                 &format!("WITH v (id, {ENTRY_WRITE_COLS}, updated_at) AS (VALUES"),
@@ -1992,7 +2038,7 @@ impl StateStore {
                  RETURNING entries.id",
                     unindexed_sets("v")
                 ),
-                NCOLS,
+                EXISTING_COLS,
                 chunk.len(),
             );
             let q = bind_existing(&sql, chunk, c, &mut layouts, &at);
@@ -2009,7 +2055,6 @@ impl StateStore {
             );
         }
         // The rest: one multi-row upsert per chunk.
-        const UCOLS: usize = 23;
         for chunk in moved.chunks(CHUNK / 2) {
             let sql = self.rows_sql(
                 &format!(
@@ -2022,7 +2067,7 @@ impl StateStore {
                      reason_code = excluded.reason_code, {}",
                     unindexed_sets("excluded")
                 ),
-                UCOLS,
+                EXISTING_COLS,
                 chunk.len(),
             );
             let q = bind_existing(&sql, chunk, c, &mut layouts, &at);
@@ -2039,12 +2084,12 @@ impl StateStore {
                 COLS,
                 chunk.len(),
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = query_of(&sql, chunk.len() * COLS);
             for w in chunk {
                 let e = &w.entry;
                 q = bind_entry(q, &c.sync, c.run_id, w, &mut layouts)
-                    .bind(at.clone())
-                    .bind((e.deleted_a || e.deleted_b).then(|| at.clone()));
+                    .bind(at.as_str())
+                    .bind((e.deleted_a || e.deleted_b).then_some(at.as_str()));
             }
             q.execute(&mut *tx).await?;
         }
@@ -2157,7 +2202,7 @@ impl StateStore {
                 CCOLS,
                 chunk.len(),
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = query_of(&sql, chunk.len() * CCOLS);
             for (a, b, side, field, old, new) in chunk {
                 q = q
                     .bind(c.run_id)
@@ -2512,7 +2557,17 @@ impl StateStore {
         Ok(problems)
     }
 
+    /// Closes the store: on SQLite, its write-ahead log checkpointed into
+    /// the file first.
     pub async fn close(&self) {
+        if self.backend == Backend::Sqlite {
+            // The write-ahead log moved into the file and emptied, even where
+            // the log file outlives this connection (another one still has
+            // the store open); the last connection to close removes it.
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await;
+        }
         self.pool.close().await;
     }
 }

@@ -75,7 +75,8 @@ impl Pass<'_> {
             let chunk: Vec<ItemPlan> = items.by_ref().take(chunk_size).collect();
             self.lease.check()?;
             let n = chunk.len();
-            self.apply_chunk(chunk, &old).await?;
+            let behind = self.commit_behind && items.peek().is_none();
+            self.apply_chunk(chunk, &old, behind).await?;
             done += n;
             self.progress(Progress::Applying {
                 sync: self.def.name.clone(),
@@ -86,10 +87,13 @@ impl Pass<'_> {
         Ok(())
     }
 
+    /// Carries out one chunk; `behind`: its commit runs behind the pass
+    /// (see `Pass::commit_behind`).
     async fn apply_chunk(
         &mut self,
         mut chunk: Vec<ItemPlan>,
         old: &HashMap<i64, &Entry>,
+        behind: bool,
     ) -> Result<(), EngineError> {
         // 1. Intents for the creates, committed before any create is sent.
         let mut intent_batches = Vec::new();
@@ -138,7 +142,7 @@ impl Pass<'_> {
             self.write_side(side, &mut chunk, &mut outcomes).await?;
         }
         // 3. Record what happened, with the intents they settle.
-        let mut writes = Vec::new();
+        let mut writes = Vec::with_capacity(chunk.len());
         let mut drops = Vec::new();
         for (it, outcome) in chunk.into_iter().zip(outcomes) {
             drops.extend(it.drop_entries.iter().copied());
@@ -146,13 +150,17 @@ impl Pass<'_> {
                 writes.push(w);
             }
         }
-        self.commit(Commit {
+        let c = Commit {
             drops,
             entries: writes,
             intent_batches,
             ..Commit::default()
-        })
-        .await
+        };
+        if behind {
+            self.commit_behind(c).await
+        } else {
+            self.commit(c).await
+        }
     }
 
     /// Sends one side's writes of a chunk and notes each outcome.
@@ -162,8 +170,8 @@ impl Pass<'_> {
         chunk: &mut [ItemPlan],
         outcomes: &mut [Outcome],
     ) -> Result<(), EngineError> {
-        let mut idx = Vec::new();
-        let mut ops = Vec::new();
+        let mut idx = Vec::with_capacity(chunk.len());
+        let mut ops = Vec::with_capacity(chunk.len());
         for (ix, it) in chunk.iter_mut().enumerate() {
             let planned = match side {
                 Side::A => &mut it.write_a,

@@ -47,6 +47,12 @@ pub(crate) struct Pass<'e> {
     /// The target of a one-way sync, when this pass does not read its
     /// changes (see `unread_target`).
     pub unread: Option<Side>,
+    /// Whether a plan's last commit may run behind the pass (`stream_side`
+    /// sets it around a page's apply: the next page is read meanwhile).
+    pub commit_behind: bool,
+    /// That commit, still running; `finish_commit` waits for it, and
+    /// nothing else touches the state store before.
+    pub committing: Option<tokio::task::JoinHandle<Result<(), puente_state::StateError>>>,
 }
 
 pub(crate) fn side_idx(s: Side) -> usize {
@@ -130,8 +136,16 @@ impl Engine {
             },
             cursors: Vec::new(),
             unread: None,
+            commit_behind: false,
+            committing: None,
         };
-        let result = pass.steps().await;
+        let mut result = pass.steps().await;
+        // A commit still running is waited for (and its failure reported)
+        // before the run is recorded.
+        let behind = pass.finish_commit().await;
+        if result.is_ok() {
+            result = behind;
+        }
         let mut report = pass.report;
         report.seconds = clock.elapsed().as_secs_f64();
         if !opts.dry_run {
@@ -286,6 +300,29 @@ impl Pass<'_> {
         c.run_id = self.run_id;
         c.lease = Some(self.lease.lease().clone());
         self.engine.state.commit(&c).await?;
+        Ok(())
+    }
+
+    /// `commit`, run behind the pass: it returns once the commit has
+    /// started, and `finish_commit` waits for it to end.
+    pub async fn commit_behind(&mut self, mut c: Commit) -> Result<(), EngineError> {
+        self.finish_commit().await?;
+        c.sync = self.def.name.clone();
+        c.run_id = self.run_id;
+        c.lease = Some(self.lease.lease().clone());
+        let state = self.engine.state.clone();
+        self.committing = Some(tokio::spawn(async move { state.commit(&c).await }));
+        Ok(())
+    }
+
+    /// Waits for the commit running behind the pass, if any.
+    pub async fn finish_commit(&mut self) -> Result<(), EngineError> {
+        if let Some(task) = self.committing.take() {
+            match task.await {
+                Ok(done) => done?,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
         Ok(())
     }
 

@@ -67,7 +67,10 @@ impl Pass<'_> {
         }
         let mut n = 0;
         loop {
-            let page = self.read_page(side, since.as_ref(), token).await?;
+            // The last page's commit runs while this one is read.
+            let page = self.read_page(side, since.as_ref(), token).await;
+            self.finish_commit().await?;
+            let page = page?;
             n += page.records.len();
             self.report.side(side).read += page.records.len() as u64;
             self.progress(Progress::Reading {
@@ -104,9 +107,15 @@ impl Pass<'_> {
             if holding {
                 hold_creates(&mut p);
             }
-            self.apply(p, &old).await?;
+            self.commit_behind = true;
+            let applied = self.apply(p, &old).await;
+            self.commit_behind = false;
+            applied?;
             token = page.next;
             let g = gradual.as_deref_mut().filter(|_| backfilling);
+            if token.is_none() || g.is_some() {
+                self.finish_commit().await?;
+            }
             if token.is_none() {
                 if let Some(c) = page.cursor {
                     self.cursors.push((Marker::Cursor(side), c.0));

@@ -237,9 +237,26 @@ async fn suite(store: StateStore) {
                 ("code".into(), Value::Int(7)),
             ],
             seen_source: Some(typed.clone()),
-            payload: typed,
+            payload: typed.clone(),
             key_source: None,
             key_target: Some("new@x.com".into()),
+        },
+        // The source's seen values name the payload's fields; one differs.
+        Intent {
+            id: 0,
+            sync: "s".into(),
+            side: Side::B,
+            entry_id: Some(8),
+            source_id: "a8".into(),
+            conditions: vec![("mail".into(), Value::text("new@x.com"))],
+            seen_source: Some({
+                let mut seen = typed.clone();
+                seen.insert("kind".into(), Value::text("lead"));
+                seen
+            }),
+            payload: typed,
+            key_source: Some("new@x.com".into()),
+            key_target: None,
         },
     ];
     let conditions: Vec<_> = intents.iter().map(Intent::condition_refs).collect();
@@ -250,8 +267,11 @@ async fn suite(store: StateStore) {
         .collect();
     let batch = store.add_intents("s", &refs, None).await.unwrap();
     let mut pending = store.pending_intents("s").await.unwrap();
-    assert_eq!(pending.len(), 2);
-    assert_eq!(pending[0].id, pending[1].id, "one row for the batch");
+    assert_eq!(pending.len(), 3);
+    assert!(
+        pending.iter().all(|it| it.id == pending[0].id),
+        "one row for the batch"
+    );
     for it in &mut pending {
         it.id = 0;
     }
