@@ -33,6 +33,9 @@ macro_rules! on_pool {
     };
 }
 
+/// Insert statements by the columns they write and their number of rows.
+type InsertShapes = HashMap<(Vec<usize>, usize), std::sync::Arc<str>>;
+
 pub struct SqlTable {
     pool: Pool,
     flavor: Flavor,
@@ -54,7 +57,7 @@ pub struct SqlTable {
     select_list: String,
     /// Insert statements by (columns, rows): a pass sends the same few
     /// shapes thousands of times, each built once.
-    inserts: std::sync::Mutex<HashMap<(Vec<usize>, usize), std::sync::Arc<str>>>,
+    inserts: std::sync::Mutex<InsertShapes>,
 }
 
 /// A write checked and converted, ready to bind.
