@@ -214,8 +214,10 @@ async fn hubspot() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the sandbox");
+    // Ready once it answers a read: it listens before its seed is made, and
+    // the seeding is the sandbox's time, not the read's.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&listen).is_err() {
+    while !sandbox_answers(&listen) {
         assert!(Instant::now() < deadline, "the sandbox did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -262,6 +264,22 @@ fields = [
     let n = local.count("SELECT COUNT(*) AS x FROM contacts").await as u64;
     assert!(n >= N, "read {n} of at least {N} contacts");
     report(&format!("read {n} contacts"), n, &c, dir.path(), n);
+}
+
+/// Whether the sandbox at `listen` answers a one-contact read with 200.
+fn sandbox_answers(listen: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(listen) else {
+        return false;
+    };
+    let ask = format!(
+        "GET /crm/v3/objects/contacts?limit=1 HTTP/1.1\r\nHost: {listen}\r\n\
+         Authorization: Bearer pat-sandbox-0000\r\nConnection: close\r\n\r\n"
+    );
+    let mut answer = String::new();
+    conn.write_all(ask.as_bytes()).is_ok()
+        && conn.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -87,8 +87,8 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// Carries out one chunk; `behind`: its commit runs behind the pass
-    /// (see `Pass::commit_behind`).
+    /// Carries out one chunk; `behind`: its commit is made with the next
+    /// page's read (see `Pass::commit_behind`).
     async fn apply_chunk(
         &mut self,
         mut chunk: Vec<ItemPlan>,

@@ -47,12 +47,13 @@ pub(crate) struct Pass<'e> {
     /// The target of a one-way sync, when this pass does not read its
     /// changes (see `unread_target`).
     pub unread: Option<Side>,
-    /// Whether a plan's last commit may run behind the pass (`stream_side`
-    /// sets it around a page's apply: the next page is read meanwhile).
+    /// Whether a plan's last commit may wait for the next read
+    /// (`stream_side` sets it around a page's apply): it is then made while
+    /// the next page is read (`read_committing`).
     pub commit_behind: bool,
-    /// That commit, still running; `finish_commit` waits for it, and
-    /// nothing else touches the state store before.
-    pub committing: Option<tokio::task::JoinHandle<Result<(), puente_state::StateError>>>,
+    /// That commit, fenced and ready; `finish_commit` makes it, and nothing
+    /// else touches the state store before.
+    pub pending_commit: Option<Commit>,
 }
 
 pub(crate) fn side_idx(s: Side) -> usize {
@@ -137,11 +138,11 @@ impl Engine {
             cursors: Vec::new(),
             unread: None,
             commit_behind: false,
-            committing: None,
+            pending_commit: None,
         };
         let mut result = pass.steps().await;
-        // A commit still running is waited for (and its failure reported)
-        // before the run is recorded.
+        // A commit still pending is made (and its failure reported) before
+        // the run is recorded.
         let behind = pass.finish_commit().await;
         if result.is_ok() {
             result = behind;
@@ -303,27 +304,43 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// `commit`, run behind the pass: it returns once the commit has
-    /// started, and `finish_commit` waits for it to end.
+    /// `commit`, made later: with the next page's read
+    /// (`read_committing`), or by `finish_commit`.
     pub async fn commit_behind(&mut self, mut c: Commit) -> Result<(), EngineError> {
         self.finish_commit().await?;
         c.sync = self.def.name.clone();
         c.run_id = self.run_id;
         c.lease = Some(self.lease.lease().clone());
-        let state = self.engine.state.clone();
-        self.committing = Some(tokio::spawn(async move { state.commit(&c).await }));
+        self.pending_commit = Some(c);
         Ok(())
     }
 
-    /// Waits for the commit running behind the pass, if any.
+    /// Makes the pending commit, if any.
     pub async fn finish_commit(&mut self) -> Result<(), EngineError> {
-        if let Some(task) = self.committing.take() {
-            match task.await {
-                Ok(done) => done?,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            }
+        if let Some(c) = self.pending_commit.take() {
+            self.engine.state.commit(&c).await?;
         }
         Ok(())
+    }
+
+    /// Reads a page of `side` while the pending commit, if any, is made:
+    /// the state store's thread writes it while the source answers.
+    pub async fn read_committing(
+        &mut self,
+        side: Side,
+        since: Option<&puente_core::Cursor>,
+        token: Option<String>,
+    ) -> Result<puente_core::Page, EngineError> {
+        let pending = self.pending_commit.take();
+        let commit = async {
+            match &pending {
+                Some(c) => self.engine.state.commit(c).await,
+                None => Ok(()),
+            }
+        };
+        let (page, committed) = tokio::join!(self.read_page(side, since, token), commit);
+        committed?;
+        page
     }
 
     /// Records intents (fenced), before the creates they announce are sent.

@@ -67,10 +67,8 @@ impl Pass<'_> {
         }
         let mut n = 0;
         loop {
-            // The last page's commit runs while this one is read.
-            let page = self.read_page(side, since.as_ref(), token).await;
-            self.finish_commit().await?;
-            let page = page?;
+            // The last page's commit is made while this one is read.
+            let page = self.read_committing(side, since.as_ref(), token).await?;
             n += page.records.len();
             self.report.side(side).read += page.records.len() as u64;
             self.progress(Progress::Reading {
