@@ -1092,14 +1092,17 @@ impl Object for SqlTable {
         let sql = format!("SELECT {pkq} FROM {}", self.source);
         let col = self.cols[self.pk].clone();
         on_pool!(&self.pool, |p, dec| {
-            let rows = sqlx::query(&sql)
-                .fetch_all(p)
-                .await
-                .map_err(|e| call_error(&format!("listing ids of {}", self.name), e))?;
-            Ok(rows
-                .iter()
-                .filter_map(|r| dec(r, 0, &col).ok().and_then(|v| v.to_text()))
-                .collect())
+            // Streamed, not held as rows: a large table's ids alone.
+            use futures::TryStreamExt;
+            let failed = |e| call_error(&format!("listing ids of {}", self.name), e);
+            let mut rows = sqlx::query(&sql).fetch(p);
+            let mut ids = Vec::new();
+            while let Some(r) = rows.try_next().await.map_err(failed)? {
+                if let Some(id) = dec(&r, 0, &col).ok().and_then(|v| v.to_text()) {
+                    ids.push(id);
+                }
+            }
+            Ok(ids)
         })
     }
 

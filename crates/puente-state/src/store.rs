@@ -1816,10 +1816,15 @@ impl StateStore {
         } else {
             "SELECT id, b_id AS rid FROM entries WHERE sync = $1 AND b_id IS NOT NULL AND deleted_b = 0"
         };
-        let rows = sqlx::query(sql).bind(sync).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("rid")?)))
-            .collect()
+        // Streamed: a million rows held at once as rows cost hundreds of
+        // megabytes; the pairs alone, a tenth of that.
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query(sql).bind(sync).fetch(&self.pool);
+        let mut out = Vec::new();
+        while let Some(r) = rows.try_next().await? {
+            out.push((r.try_get("id")?, r.try_get("rid")?));
+        }
+        Ok(out)
     }
 
     /// Records merged into others on `side` (old id → surviving id). An

@@ -4,7 +4,7 @@
 //! are planned by `plan_deletes` (keep: tombstone; propagate: delete on the
 //! other side).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use puente_core::Side;
 use puente_plan::{plan_deletes, render, DeletePolicy, Plan};
@@ -60,18 +60,17 @@ impl Pass<'_> {
         if live.is_empty() {
             return Ok(());
         }
-        let present: HashSet<String> = obj
-            .list_ids()
-            .await
-            .map_err(self.connector_err(side))?
-            .into_iter()
-            .collect();
+        // Sorted and searched in place: a set of a million ids beside the
+        // list would double what the scan holds.
+        let mut present = obj.list_ids().await.map_err(self.connector_err(side))?;
+        present.sort_unstable();
         // Entries whose record is gone, and the ids they had.
         let (mut missing, gone): (Vec<i64>, Vec<String>) = live
             .iter()
-            .filter(|(_, id)| !present.contains(id))
+            .filter(|(_, id)| present.binary_search(id).is_err())
             .map(|(e, id)| (*e, id.clone()))
             .unzip();
+        drop(present);
         if missing.is_empty() {
             return Ok(());
         }
