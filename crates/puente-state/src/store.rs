@@ -370,6 +370,7 @@ impl ReadIntent {
                 Some(seen)
             }
             (None | Some(serde_json::Value::Null), None) => None,
+            // The payload itself, as the first batched form marked it.
             (Some(serde_json::Value::String(mark)), None) if mark == "=" => Some(self.p.clone()),
             (Some(map), None) => Some(
                 compact_fields::deserialize(map).map_err(|_| corrupt("source's seen values"))?,
