@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use puente_core::{Fields, Side, WriteOp, WriteOutcome};
 use puente_plan::{mapped, Entry, Status};
-use puente_state::{Commit, EntryWrite};
+use puente_state::{Commit, EntryWrite, IntentRef};
 
-use crate::pass::{intent_conditions, new_intent};
+use crate::pass::intent_conditions;
 use crate::{Engine, EngineError, RestoreReport, SyncDef};
 
 impl Engine {
@@ -91,19 +91,15 @@ impl Engine {
                 .iter()
                 .zip(&payloads)
                 .zip(&conditions)
-                .map(|((e, payload), conditions)| {
-                    new_intent(
-                        side,
-                        Some(e.id),
-                        (
-                            e.id_on(other).map_or("", String::as_str),
-                            e.seen(other),
-                            e.key(other).map(String::as_str),
-                        ),
-                        e.key(side).map(String::as_str),
-                        payload,
-                        conditions,
-                    )
+                .map(|((e, payload), conditions)| IntentRef {
+                    side,
+                    entry_id: Some(e.id),
+                    source_id: e.id_on(other).map_or("", String::as_str),
+                    conditions,
+                    seen_source: e.seen(other),
+                    payload,
+                    key_source: e.key(other).map(String::as_str),
+                    key_target: e.key(side).map(String::as_str),
                 })
                 .collect();
             let batch = self.state.add_intents(sync, &intents, Some(lease)).await?;

@@ -102,14 +102,18 @@ impl<'a> LayoutFinder<'a> {
     /// The entry's layout: `None` without seen values, or for names this
     /// process has no id for.
     fn find(&mut self, e: &'a Entry) -> Option<i64> {
-        self.key(e).and_then(|key| match key {
+        match self.key(e)? {
             Ok(id) => id,
-            Err(key) => {
-                let id = self.ids.get(&key).copied();
-                self.last = Some((e, id));
-                id
-            }
-        })
+            Err(key) => self.remember(e, &key),
+        }
+    }
+
+    /// The id of `e`'s layout, whose key is `key`, kept for the entries
+    /// after it.
+    fn remember(&mut self, e: &'a Entry, key: &str) -> Option<i64> {
+        let id = self.ids.get(key).copied();
+        self.last = Some((e, id));
+        id
     }
 
     /// `Ok(id)` when the entry has the names of the one before, else
@@ -603,8 +607,6 @@ const ENTRY_WRITE_COLS: &str =
 /// `ENTRY_WRITE_COLS` (21) and the time.
 const EXISTING_COLS: usize = 23;
 
-/// Binds an entry's stored columns (`ENTRY_WRITE_COLS`); `attempts` carries
-/// 1 for a failed attempt (the upsert turns it into a count).
 /// A statement of `n` placeholders with its arguments' room made once
 /// (pushed one by one, a wide statement's arguments were copied again each
 /// time they outgrew their room).
@@ -618,6 +620,8 @@ fn query_of<'q>(
     sqlx::query_with(sql, args)
 }
 
+/// Binds an entry's stored columns (`ENTRY_WRITE_COLS`); `attempts` carries
+/// 1 for a failed attempt (the upsert turns it into a count).
 fn bind_entry<'q, 'a: 'q>(
     q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     sync: &'q str,
@@ -1524,10 +1528,9 @@ impl StateStore {
             let mut finder = LayoutFinder::new(&cache.ids);
             for e in entries {
                 if let Some(Err(key)) = finder.key(e) {
-                    if finder.ids.get(&key).is_none() {
-                        missing.insert(key.clone());
+                    if finder.remember(e, &key).is_none() {
+                        missing.insert(key);
                     }
-                    finder.find(e);
                 }
             }
             if missing.is_empty() {
@@ -1590,6 +1593,14 @@ impl StateStore {
             out.insert(id, layout);
         }
         Ok(out)
+    }
+
+    /// Entries from their rows, with the layouts the rows name.
+    async fn entries_from_rows(&self, rows: &[AnyRow]) -> Result<Vec<Entry>> {
+        let layouts = self.layouts_of(rows).await?;
+        rows.iter()
+            .map(|r| Self::entry_from_row(r, &layouts))
+            .collect()
     }
 
     fn entry_from_row(r: &AnyRow, layouts: &HashMap<i64, std::sync::Arc<Layout>>) -> Result<Entry> {
@@ -1677,10 +1688,7 @@ impl StateStore {
                 q = q.bind(v.as_str());
             }
             let rows = q.fetch_all(&self.pool).await?;
-            let layouts = self.layouts_of(&rows).await?;
-            for r in &rows {
-                out.push(Self::entry_from_row(r, &layouts)?);
-            }
+            out.extend(self.entries_from_rows(&rows).await?);
         }
         self.attach_conflicts(sync, &mut out).await?;
         Ok(out)
@@ -1770,10 +1778,7 @@ impl StateStore {
                 q = q.bind(*v);
             }
             let rows = q.fetch_all(&self.pool).await?;
-            let layouts = self.layouts_of(&rows).await?;
-            for r in &rows {
-                out.push(Self::entry_from_row(r, &layouts)?);
-            }
+            out.extend(self.entries_from_rows(&rows).await?);
         }
         self.attach_conflicts(sync, &mut out).await?;
         Ok(out)
@@ -1903,10 +1908,7 @@ impl StateStore {
             }
         ));
         let rows = sqlx::query(&sql).bind(sync).fetch_all(&self.pool).await?;
-        let layouts = self.layouts_of(&rows).await?;
-        rows.iter()
-            .map(|r| Self::entry_from_row(r, &layouts))
-            .collect()
+        self.entries_from_rows(&rows).await
     }
 
     /// For a parent sync: the partner ids of `ids` on `from`'s other side.

@@ -14,7 +14,7 @@ use puente_plan::{
 use puente_state::{Commit, EntryWrite, IntentRef};
 use tracing::Instrument;
 
-use super::recover::{intent_conditions, new_intent};
+use super::recover::intent_conditions;
 use super::{side_idx, Pass};
 use crate::{EngineError, Progress};
 
@@ -119,18 +119,16 @@ impl Pass<'_> {
                     .zip(&conditions)
                     .map(|((side, it, fields), conditions)| {
                         let src = side.other();
-                        new_intent(
-                            *side,
-                            it.entry_id,
-                            (
-                                it.id(src).map_or("", String::as_str),
-                                it.seen(src),
-                                it.key(src).map(String::as_str),
-                            ),
-                            it.key(*side).map(String::as_str),
-                            fields,
+                        IntentRef {
+                            side: *side,
+                            entry_id: it.entry_id,
+                            source_id: it.id(src).map_or("", String::as_str),
                             conditions,
-                        )
+                            seen_source: it.seen(src),
+                            payload: fields,
+                            key_source: it.key(src).map(String::as_str),
+                            key_target: it.key(*side).map(String::as_str),
+                        }
                     })
                     .collect();
                 intent_batches.push(self.add_intents(&intents).await?);

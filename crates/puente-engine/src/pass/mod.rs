@@ -24,7 +24,7 @@ use puente_state::{Commit, IntentRef, Marker};
 use tracing::Instrument;
 
 pub use backfill::BackfillStatus;
-pub(crate) use recover::{intent_conditions, new_intent};
+pub(crate) use recover::intent_conditions;
 
 use crate::lease::PassLease;
 use crate::{Engine, EngineError, Progress, RunOptions, SyncDef, SyncReport};

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use puente_core::{Fields, Side, Value};
 use puente_plan::{Entry, Status, SyncSpec};
-use puente_state::{Commit, EntryWrite, IntentRef};
+use puente_state::{Commit, EntryWrite};
 
 use super::{side_idx, Pass};
 use crate::EngineError;
@@ -103,31 +103,6 @@ impl Pass<'_> {
         })
         .await?;
         Ok(recovered)
-    }
-}
-
-/// The intent announcing a create on `target` of a record from the other
-/// side, borrowed from the plan: `source` is the source record's id, seen
-/// values and key, `key_target` the target's, and `conditions` what
-/// `intent_conditions` found in `payload`.
-pub(crate) fn new_intent<'a>(
-    target: Side,
-    entry_id: Option<i64>,
-    source: (&'a str, Option<&'a Fields>, Option<&'a str>),
-    key_target: Option<&'a str>,
-    payload: &'a Fields,
-    conditions: &'a [(&'a str, &'a Value)],
-) -> IntentRef<'a> {
-    let (source_id, seen_source, key_source) = source;
-    IntentRef {
-        side: target,
-        entry_id,
-        source_id,
-        conditions,
-        seen_source,
-        payload,
-        key_source,
-        key_target,
     }
 }
 
