@@ -12,7 +12,8 @@ mod vault;
 
 pub use lease::{Acquired, Holder, Lease, LeaseRow};
 pub use store::{
-    now, Backend, ChangeRow, Commit, ConflictRow, EntryWrite, GroupRow, Intent, IntentRef, Marker,
-    RecordFilter, RecordRow, Revisit, RunRow, StateError, StateStore, StatusCounts, STATUSES,
+    now, Backend, ChangeRow, Commit, ConflictRow, EntryWrite, GroupRow, Intent, IntentBatch,
+    IntentRef, Marker, RecordFilter, RecordRow, Revisit, RunRow, StateError, StateStore,
+    StatusCounts, STATUSES,
 };
 pub use vault::{SecretInfo, SecretKey};

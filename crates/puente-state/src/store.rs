@@ -241,6 +241,28 @@ impl Intent {
     }
 }
 
+/// A batch of intents as its row stores them, owned: made where the
+/// intents are borrowed, recorded later (`StateStore::add_intent_batch`).
+#[derive(Clone, Debug)]
+pub struct IntentBatch {
+    /// What settles the batch in a later commit (`Commit::intent_batches`).
+    pub token: String,
+    payload: String,
+}
+
+impl IntentBatch {
+    pub fn new(intents: &[IntentRef<'_>]) -> IntentBatch {
+        let token = format!(
+            "{}-{}",
+            now(),
+            BATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let stored: Vec<StoredIntent<'_>> = intents.iter().copied().map(StoredIntent).collect();
+        let payload = serde_json::to_string(&stored).expect("intents serialise");
+        IntentBatch { token, payload }
+    }
+}
+
 /// What `intents.side` holds for a row that carries a whole batch of
 /// intents (its `payload` a JSON array, one `StoredIntent` each). Earlier
 /// versions wrote one row per intent, which still read.
@@ -1944,14 +1966,19 @@ impl StateStore {
         intents: &[IntentRef<'_>],
         lease: Option<&Lease>,
     ) -> Result<String> {
-        let batch = format!(
-            "{}-{}",
-            now(),
-            BATCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let at = now();
-        let stored: Vec<StoredIntent<'_>> = intents.iter().copied().map(StoredIntent).collect();
-        let payload = serde_json::to_string(&stored).expect("intents serialise");
+        let batch = IntentBatch::new(intents);
+        self.add_intent_batch(sync, &batch, lease).await?;
+        Ok(batch.token)
+    }
+
+    /// Records a batch of intents already serialised (`IntentBatch::new`),
+    /// so that a pass can record the next chunk's while it writes this one.
+    pub async fn add_intent_batch(
+        &self,
+        sync: &str,
+        batch: &IntentBatch,
+        lease: Option<&Lease>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         if let Some(lease) = lease {
             self.fence(&mut tx, lease).await?;
@@ -1962,13 +1989,13 @@ impl StateStore {
         ))
         .bind(sync)
         .bind(MANY_INTENTS)
-        .bind(payload)
-        .bind(at)
-        .bind(batch.clone())
+        .bind(batch.payload.as_str())
+        .bind(now())
+        .bind(batch.token.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(batch)
+        Ok(())
     }
 
     /// The intents no commit has settled, in the order they were recorded.

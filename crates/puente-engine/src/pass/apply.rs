@@ -11,11 +11,11 @@ use puente_core::{Failure, Fields, Side, Value, WriteOp, WriteOutcome};
 use puente_plan::{
     key_of, mapped, seen_after_write, Entry, FieldChange, ItemPlan, Plan, PlannedWrite, Status,
 };
-use puente_state::{Commit, EntryWrite, IntentRef};
+use puente_state::{Commit, EntryWrite, IntentBatch, IntentRef};
 use tracing::Instrument;
 
 use super::recover::intent_conditions;
-use super::{side_idx, Pass};
+use super::{joined, side_idx, Pass};
 use crate::{EngineError, Progress};
 
 /// What happened to one item of a chunk.
@@ -71,75 +71,126 @@ impl Pass<'_> {
         let total = items.len();
         let mut done = 0;
         let mut items = items.into_iter().peekable();
-        while items.peek().is_some() {
-            let chunk: Vec<ItemPlan> = items.by_ref().take(chunk_size).collect();
+        let mut chunks = std::iter::from_fn(move || {
+            items
+                .peek()
+                .is_some()
+                .then(|| items.by_ref().take(chunk_size).collect::<Vec<ItemPlan>>())
+        });
+        // The first chunk's intents are recorded alone. From then on, each
+        // chunk is written while the state store commits the chunk before
+        // it and records the intents of the chunk after it: a create is
+        // still sent only once its intent is committed, and the target and
+        // the state store work at the same time.
+        let mut current = chunks.next();
+        let mut batch = current.as_deref().and_then(|c| self.intent_batch(c));
+        if let Some(b) = &batch {
+            self.engine
+                .state
+                .add_intent_batch(self.sync(), b, Some(self.lease.lease()))
+                .await?;
+        }
+        let mut settled: Option<Commit> = None;
+        while let Some(mut chunk) = current.take() {
             self.lease.check()?;
-            let n = chunk.len();
-            let behind = self.commit_behind && items.peek().is_none();
-            self.apply_chunk(chunk, &old, behind).await?;
-            done += n;
+            let next = chunks.next();
+            let next_batch = next.as_deref().and_then(|c| self.intent_batch(c));
+            let before = settled.take().map(|c| self.fenced(c));
+            // On a task of its own, so that binding the commit's rows takes
+            // the other core while this one prepares the target's batch.
+            let state = self.engine.state.clone();
+            let (sync, lease) = (self.def.name.clone(), self.lease.lease().clone());
+            let mut state_work = tokio::spawn(async move {
+                if let Some(c) = &before {
+                    state.commit(c).await?;
+                }
+                if let Some(b) = &next_batch {
+                    state.add_intent_batch(&sync, b, Some(&lease)).await?;
+                }
+                Ok::<_, puente_state::StateError>(next_batch)
+            });
+            let (written, recorded) =
+                tokio::join!(self.write_chunk(&mut chunk), joined(&mut state_work));
+            let next_batch = recorded?;
+            let outcomes = written?;
+            done += chunk.len();
+            settled = Some(self.settle_chunk(chunk, outcomes, &old, batch.take()));
+            batch = next_batch;
+            current = next;
             self.progress(Progress::Applying {
                 sync: self.def.name.clone(),
                 done,
                 total,
             });
         }
-        Ok(())
+        match settled {
+            // The last chunk's commit waits for the next page's read when
+            // the stream allows it (see `Pass::commit_behind`).
+            Some(c) if self.commit_behind => self.commit_behind(c).await,
+            Some(c) => self.commit(c).await,
+            None => Ok(()),
+        }
     }
 
-    /// Carries out one chunk; `behind`: its commit is made with the next
-    /// page's read (see `Pass::commit_behind`).
-    async fn apply_chunk(
-        &mut self,
-        mut chunk: Vec<ItemPlan>,
-        old: &HashMap<i64, &Entry>,
-        behind: bool,
-    ) -> Result<(), EngineError> {
-        // 1. Intents for the creates, committed before any create is sent.
-        let mut intent_batches = Vec::new();
-        {
-            let creates: Vec<(Side, &ItemPlan, &Fields)> = chunk
-                .iter()
-                .flat_map(|it| {
-                    [Side::A, Side::B]
-                        .into_iter()
-                        .filter_map(move |side| match it.write(side) {
-                            Some(PlannedWrite::Create { fields }) => Some((side, it, fields)),
-                            _ => None,
-                        })
-                })
-                .collect();
-            if !creates.is_empty() {
-                let conditions: Vec<Vec<(&str, &Value)>> = creates
-                    .iter()
-                    .map(|(side, _, fields)| intent_conditions(&self.spec, *side, fields))
-                    .collect();
-                let intents: Vec<IntentRef<'_>> = creates
-                    .iter()
-                    .zip(&conditions)
-                    .map(|((side, it, fields), conditions)| {
-                        let src = side.other();
-                        IntentRef {
-                            side: *side,
-                            entry_id: it.entry_id,
-                            source_id: it.id(src).map_or("", String::as_str),
-                            conditions,
-                            seen_source: it.seen(src),
-                            payload: fields,
-                            key_source: it.key(src).map(String::as_str),
-                            key_target: it.key(*side).map(String::as_str),
-                        }
+    /// The intents of a chunk's creates, serialised (`None`: it creates
+    /// nothing).
+    fn intent_batch(&self, chunk: &[ItemPlan]) -> Option<IntentBatch> {
+        let creates: Vec<(Side, &ItemPlan, &Fields)> = chunk
+            .iter()
+            .flat_map(|it| {
+                [Side::A, Side::B]
+                    .into_iter()
+                    .filter_map(move |side| match it.write(side) {
+                        Some(PlannedWrite::Create { fields }) => Some((side, it, fields)),
+                        _ => None,
                     })
-                    .collect();
-                intent_batches.push(self.add_intents(&intents).await?);
-            }
+            })
+            .collect();
+        if creates.is_empty() {
+            return None;
         }
-        // 2. Writes, side by side.
+        let conditions: Vec<Vec<(&str, &Value)>> = creates
+            .iter()
+            .map(|(side, _, fields)| intent_conditions(&self.spec, *side, fields))
+            .collect();
+        let intents: Vec<IntentRef<'_>> = creates
+            .iter()
+            .zip(&conditions)
+            .map(|((side, it, fields), conditions)| {
+                let src = side.other();
+                IntentRef {
+                    side: *side,
+                    entry_id: it.entry_id,
+                    source_id: it.id(src).map_or("", String::as_str),
+                    conditions,
+                    seen_source: it.seen(src),
+                    payload: fields,
+                    key_source: it.key(src).map(String::as_str),
+                    key_target: it.key(*side).map(String::as_str),
+                }
+            })
+            .collect();
+        Some(IntentBatch::new(&intents))
+    }
+
+    /// Sends a chunk's writes, side by side.
+    async fn write_chunk(&mut self, chunk: &mut [ItemPlan]) -> Result<Vec<Outcome>, EngineError> {
         let mut outcomes = vec![Outcome::default(); chunk.len()];
         for side in [Side::A, Side::B] {
-            self.write_side(side, &mut chunk, &mut outcomes).await?;
+            self.write_side(side, chunk, &mut outcomes).await?;
         }
-        // 3. Record what happened, with the intents they settle.
+        Ok(outcomes)
+    }
+
+    /// What a written chunk leaves to commit: links, seen values,
+    /// statuses, the change log, conflicts, and its intents settled.
+    fn settle_chunk(
+        &mut self,
+        chunk: Vec<ItemPlan>,
+        outcomes: Vec<Outcome>,
+        old: &HashMap<i64, &Entry>,
+        intents: Option<IntentBatch>,
+    ) -> Commit {
         let mut writes = Vec::with_capacity(chunk.len());
         let mut drops = Vec::new();
         for (it, outcome) in chunk.into_iter().zip(outcomes) {
@@ -148,16 +199,11 @@ impl Pass<'_> {
                 writes.push(w);
             }
         }
-        let c = Commit {
+        Commit {
             drops,
             entries: writes,
-            intent_batches,
+            intent_batches: intents.into_iter().map(|b| b.token).collect(),
             ..Commit::default()
-        };
-        if behind {
-            self.commit_behind(c).await
-        } else {
-            self.commit(c).await
         }
     }
 
@@ -204,12 +250,11 @@ impl Pass<'_> {
         let mut ops = ops.into_iter().peekable();
         while ops.peek().is_some() {
             let batch: Vec<WriteOp> = ops.by_ref().take(max_batch).collect();
-            results.extend(
-                self.obj(side)
-                    .write(batch)
-                    .await
-                    .map_err(self.connector_err(side))?,
-            );
+            // On a task of its own: encoding the batch takes the other core
+            // while this one goes on with the state store's work.
+            let obj = self.objs[side_idx(side)].clone();
+            let mut task = tokio::spawn(async move { obj.write(batch).await });
+            results.extend(joined(&mut task).await.map_err(self.connector_err(side))?);
         }
         for (ix, result) in idx.into_iter().zip(results) {
             let it = &mut chunk[ix];

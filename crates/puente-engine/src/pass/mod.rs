@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use puente_core::{ConnectorError, Object, Record, Side};
 use puente_plan::{Direction, SyncSpec};
-use puente_state::{Commit, IntentRef, Marker};
+use puente_state::{Commit, Marker};
 use tracing::Instrument;
 
 pub use backfill::BackfillStatus;
@@ -70,6 +70,15 @@ pub(crate) fn live_ids(entries: &[puente_plan::Entry], side: Side) -> Vec<String
         .filter(|e| !e.deleted_on(side))
         .filter_map(|e| e.id_on(side).cloned())
         .collect()
+}
+
+/// A task the pass spawned, awaited: its result, or its panic carried on.
+pub(crate) async fn joined<T>(task: &mut tokio::task::JoinHandle<T>) -> T {
+    match task.await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("a task of the pass was cancelled: {e}"),
+    }
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -296,29 +305,37 @@ impl Pass<'_> {
     }
 
     /// Persists one step atomically, fenced by the pass's lease.
-    pub async fn commit(&self, mut c: Commit) -> Result<(), EngineError> {
+    pub async fn commit(&self, c: Commit) -> Result<(), EngineError> {
+        self.engine.state.commit(&self.fenced(c)).await?;
+        Ok(())
+    }
+
+    /// `c` made this pass's: its sync, run and lease.
+    pub fn fenced(&self, mut c: Commit) -> Commit {
         c.sync = self.def.name.clone();
         c.run_id = self.run_id;
         c.lease = Some(self.lease.lease().clone());
-        self.engine.state.commit(&c).await?;
-        Ok(())
+        c
     }
 
     /// `commit`, made later: with the next page's read
     /// (`read_committing`), or by `finish_commit`.
-    pub async fn commit_behind(&mut self, mut c: Commit) -> Result<(), EngineError> {
+    pub async fn commit_behind(&mut self, c: Commit) -> Result<(), EngineError> {
         self.finish_commit().await?;
-        c.sync = self.def.name.clone();
-        c.run_id = self.run_id;
-        c.lease = Some(self.lease.lease().clone());
-        self.pending_commit = Some(c);
+        self.pending_commit = Some(self.fenced(c));
         Ok(())
     }
 
     /// Makes the pending commit, if any.
     pub async fn finish_commit(&mut self) -> Result<(), EngineError> {
-        if let Some(c) = self.pending_commit.take() {
-            self.engine.state.commit(&c).await?;
+        let pending = self.pending_commit.take();
+        self.commit_made(pending.as_ref()).await
+    }
+
+    /// Makes `c`, a commit already fenced, if there is one.
+    pub(super) async fn commit_made(&self, c: Option<&Commit>) -> Result<(), EngineError> {
+        if let Some(c) = c {
+            self.engine.state.commit(c).await?;
         }
         Ok(())
     }
@@ -332,24 +349,12 @@ impl Pass<'_> {
         token: Option<String>,
     ) -> Result<puente_core::Page, EngineError> {
         let pending = self.pending_commit.take();
-        let commit = async {
-            match &pending {
-                Some(c) => self.engine.state.commit(c).await,
-                None => Ok(()),
-            }
-        };
-        let (page, committed) = tokio::join!(self.read_page(side, since, token), commit);
+        let (page, committed) = tokio::join!(
+            self.read_page(side, since, token),
+            self.commit_made(pending.as_ref())
+        );
         committed?;
         page
-    }
-
-    /// Records intents (fenced), before the creates they announce are sent.
-    pub async fn add_intents(&self, intents: &[IntentRef<'_>]) -> Result<String, EngineError> {
-        Ok(self
-            .engine
-            .state
-            .add_intents(self.sync(), intents, Some(self.lease.lease()))
-            .await?)
     }
 
     pub async fn read_ids(&self, side: Side, ids: &[String]) -> Result<Vec<Record>, EngineError> {

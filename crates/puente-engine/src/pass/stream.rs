@@ -5,14 +5,16 @@
 //! compared with it, and the ones still unpaired then are read back by id,
 //! a page at a time, and created on a.
 
-use puente_core::Side;
+use std::sync::Arc;
+
+use puente_core::{ConnectorError, Cursor, Object, Page, Side};
 use puente_plan::{Plan, Wait};
 use puente_state::Marker;
 use tracing::Instrument;
 
 use super::backfill::{hold_create, hold_creates, Gradual};
 use super::deletes::UnrecordedDeletes;
-use super::{side_idx, Pass};
+use super::{joined, side_idx, Pass};
 use crate::{EngineError, Progress};
 
 impl Pass<'_> {
@@ -66,9 +68,27 @@ impl Pass<'_> {
             token = self.backfill_page(side).await?;
         }
         let mut n = 0;
+        // The next page's read, started as soon as its token is known: the
+        // source answers and the page is decoded while this one is planned
+        // and written. Not while a backfill spends a budget a page at a
+        // time: a page it would not take is not read.
+        let mut ahead: Option<ReadAhead> = None;
         loop {
-            // The last page's commit is made while this one is read.
-            let page = self.read_committing(side, since.as_ref(), token).await?;
+            // The last page's commit is made while this one is read (or,
+            // read ahead, while it is awaited).
+            let page = match ahead.take() {
+                Some(read) => self.await_committing(side, read).await?,
+                None => self.read_committing(side, since.as_ref(), token).await?,
+            };
+            if !backfilling {
+                if let Some(next) = &page.next {
+                    ahead = Some(ReadAhead::start(
+                        self.objs[side_idx(side)].clone(),
+                        since.clone(),
+                        next.clone(),
+                    ));
+                }
+            }
             n += page.records.len();
             self.report.side(side).read += page.records.len() as u64;
             self.progress(Progress::Reading {
@@ -149,6 +169,19 @@ impl Pass<'_> {
         }
     }
 
+    /// A page read ahead (`ReadAhead`), awaited while the pending
+    /// commit, if any, is made.
+    async fn await_committing(
+        &mut self,
+        side: Side,
+        read: ReadAhead,
+    ) -> Result<puente_core::Page, EngineError> {
+        let pending = self.pending_commit.take();
+        let (page, committed) = tokio::join!(read.page(), self.commit_made(pending.as_ref()));
+        committed?;
+        page.map_err(self.connector_err(side))
+    }
+
     /// Step 6: the b records still unpaired after a's stream, read back by
     /// id a page at a time, and created on a.
     pub(super) async fn create_deferred(
@@ -180,5 +213,27 @@ fn defer_b_creates(p: &mut Plan, deferred: &mut Vec<String>) {
                 deferred.push(id.clone());
             }
         }
+    }
+}
+
+/// A page being read on a task of its own (see `stream_side`); dropped
+/// unawaited (the pass stopped), the read is abandoned.
+struct ReadAhead(tokio::task::JoinHandle<Result<Page, ConnectorError>>);
+
+impl ReadAhead {
+    fn start(obj: Arc<dyn Object>, since: Option<Cursor>, token: String) -> ReadAhead {
+        ReadAhead(tokio::spawn(async move {
+            obj.read(since.as_ref(), Some(token)).await
+        }))
+    }
+
+    async fn page(mut self) -> Result<Page, ConnectorError> {
+        joined(&mut self.0).await
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
