@@ -544,6 +544,22 @@ impl SqlTable {
         sql
     }
 
+    /// The transactions a batch is written in. A large batch of inserts
+    /// only, on a server (not SQLite, which takes one writer at a time),
+    /// goes in two halves on two connections at once: the server inserts
+    /// one while this process encodes or decodes the other. Inserts of
+    /// different rows do not wait on each other; a batch with updates or
+    /// deletes keeps one transaction, in its order.
+    fn parts<'a, 'p>(&self, ops: &'a [&'p Prepared]) -> Vec<&'a [&'p Prepared]> {
+        const SPLIT_FROM: usize = 200;
+        let inserts_only = ops.iter().all(|p| matches!(p, Prepared::Insert { .. }));
+        if self.flavor == Flavor::Sqlite || !inserts_only || ops.len() < SPLIT_FROM {
+            return vec![ops];
+        }
+        let (first, second) = ops.split_at(ops.len() / 2);
+        vec![first, second]
+    }
+
     /// Applies prepared writes in one transaction; any statement error fails it all.
     async fn apply(&self, ops: &[&Prepared]) -> Result<Vec<WriteOutcome>, sqlx::Error> {
         let pkq = self.q(&self.cols[self.pk].name);
@@ -1201,25 +1217,32 @@ impl Object for SqlTable {
             }
         }
         let refs: Vec<&Prepared> = prepared.iter().map(|(_, p)| p).collect();
-        match self.apply(&refs).await {
-            Ok(results) => {
-                for ((i, _), r) in prepared.iter().zip(results) {
-                    out[*i] = Some(r);
+        let parts = self.parts(&refs);
+        let results = futures::future::join_all(parts.iter().map(|part| self.apply(part))).await;
+        let mut at = 0;
+        for (part, result) in parts.iter().zip(results) {
+            let items = &prepared[at..at + part.len()];
+            at += part.len();
+            match result {
+                Ok(results) => {
+                    for ((i, _), r) in items.iter().zip(results) {
+                        out[*i] = Some(r);
+                    }
                 }
-            }
-            Err(e) if is_connection_error(&e) => {
-                return Err(call_error(&format!("writing {}", self.name), e))
-            }
-            Err(_) => {
-                // Isolate the failing rows: each write in its own transaction.
-                for (i, p) in &prepared {
-                    out[*i] = Some(match self.apply(&[p]).await {
-                        Ok(mut r) => r.remove(0),
-                        Err(e) if is_connection_error(&e) => {
-                            return Err(call_error(&format!("writing {}", self.name), e))
-                        }
-                        Err(e) => WriteOutcome::Failed(row_failure(&self.name, &e)),
-                    });
+                Err(e) if is_connection_error(&e) => {
+                    return Err(call_error(&format!("writing {}", self.name), e))
+                }
+                Err(_) => {
+                    // Isolate the failing rows: each write in its own transaction.
+                    for (i, p) in items {
+                        out[*i] = Some(match self.apply(&[p]).await {
+                            Ok(mut r) => r.remove(0),
+                            Err(e) if is_connection_error(&e) => {
+                                return Err(call_error(&format!("writing {}", self.name), e))
+                            }
+                            Err(e) => WriteOutcome::Failed(row_failure(&self.name, &e)),
+                        });
+                    }
                 }
             }
         }

@@ -170,6 +170,8 @@ pub trait Object: Send + Sync {
 
     /// Reads one page: everything when `since` is `None`, otherwise the
     /// records changed since that cursor (with the object's overlap).
+    /// Reading consumes nothing: the engine reads the next page while it
+    /// applies this one, and drops it unread if the pass stops.
     async fn read(
         &self,
         since: Option<&Cursor>,

@@ -309,6 +309,42 @@ async fn tables(db: Db) {
         "the failed row is as it was"
     );
 
+    // A large batch of creates (written in parts on a server, see
+    // `SqlTable::parts`), with a duplicate in each half: every other row is
+    // written once, in order, and only the duplicates fail.
+    let before = db.count("SELECT COUNT(*) AS x FROM items").await;
+    let ops: Vec<WriteOp> = (0..500)
+        .map(|i| WriteOp::Create {
+            fields: [(
+                "sku".to_string(),
+                Value::text(match i {
+                    100 => "S20".to_string(),
+                    400 => "S30".to_string(),
+                    i => format!("B{i}"),
+                }),
+            )]
+            .into(),
+        })
+        .collect();
+    let out = obj.write(ops).await.unwrap();
+    assert_eq!(out.len(), 500);
+    for (i, o) in out.iter().enumerate() {
+        match (i, o) {
+            (100 | 400, WriteOutcome::Failed(f)) => {
+                assert_eq!(f.category, FailureCategory::Duplicate, "{i}: {f:?}")
+            }
+            (_, WriteOutcome::Written(r)) if i != 100 && i != 400 => {
+                assert_eq!(r.get("sku"), &Value::text(format!("B{i}")), "{i}")
+            }
+            (i, o) => panic!("{i}: {o:?}"),
+        }
+    }
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS x FROM items").await,
+        before + 498,
+        "each row written once"
+    );
+
     // A named query reads but never writes.
     let q = conn
         .open(&ObjectSpec {

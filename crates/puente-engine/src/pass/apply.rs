@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use puente_core::{Failure, Fields, Side, Value, WriteOp, WriteOutcome};
 use puente_plan::{
     key_of, mapped, seen_after_write, Entry, FieldChange, ItemPlan, Plan, PlannedWrite, Status,
+    SyncSpec,
 };
 use puente_state::{Commit, EntryWrite, IntentBatch, IntentRef};
 use tracing::Instrument;
@@ -83,7 +84,7 @@ impl Pass<'_> {
         // still sent only once its intent is committed, and the target and
         // the state store work at the same time.
         let mut current = chunks.next();
-        let mut batch = current.as_deref().and_then(|c| self.intent_batch(c));
+        let mut batch = current.as_deref().and_then(|c| intent_batch(&self.spec, c));
         if let Some(b) = &batch {
             self.engine
                 .state
@@ -94,24 +95,27 @@ impl Pass<'_> {
         while let Some(mut chunk) = current.take() {
             self.lease.check()?;
             let next = chunks.next();
-            let next_batch = next.as_deref().and_then(|c| self.intent_batch(c));
             let before = settled.take().map(|c| self.fenced(c));
-            // On a task of its own, so that binding the commit's rows takes
-            // the other core while this one prepares the target's batch.
+            // On a task of its own, so that binding the commit's rows and
+            // serialising the next chunk's intents take the other core
+            // while this one sends the target's batch. The next chunk comes
+            // back with its intents recorded.
             let state = self.engine.state.clone();
+            let spec = self.spec.clone();
             let (sync, lease) = (self.def.name.clone(), self.lease.lease().clone());
             let mut state_work = tokio::spawn(async move {
                 if let Some(c) = &before {
                     state.commit(c).await?;
                 }
+                let next_batch = next.as_deref().and_then(|c| intent_batch(&spec, c));
                 if let Some(b) = &next_batch {
                     state.add_intent_batch(&sync, b, Some(&lease)).await?;
                 }
-                Ok::<_, puente_state::StateError>(next_batch)
+                Ok::<_, puente_state::StateError>((next, next_batch))
             });
             let (written, recorded) =
                 tokio::join!(self.write_chunk(&mut chunk), joined(&mut state_work));
-            let next_batch = recorded?;
+            let (next, next_batch) = recorded?;
             let outcomes = written?;
             done += chunk.len();
             settled = Some(self.settle_chunk(chunk, outcomes, &old, batch.take()));
@@ -130,47 +134,6 @@ impl Pass<'_> {
             Some(c) => self.commit(c).await,
             None => Ok(()),
         }
-    }
-
-    /// The intents of a chunk's creates, serialised (`None`: it creates
-    /// nothing).
-    fn intent_batch(&self, chunk: &[ItemPlan]) -> Option<IntentBatch> {
-        let creates: Vec<(Side, &ItemPlan, &Fields)> = chunk
-            .iter()
-            .flat_map(|it| {
-                [Side::A, Side::B]
-                    .into_iter()
-                    .filter_map(move |side| match it.write(side) {
-                        Some(PlannedWrite::Create { fields }) => Some((side, it, fields)),
-                        _ => None,
-                    })
-            })
-            .collect();
-        if creates.is_empty() {
-            return None;
-        }
-        let conditions: Vec<Vec<(&str, &Value)>> = creates
-            .iter()
-            .map(|(side, _, fields)| intent_conditions(&self.spec, *side, fields))
-            .collect();
-        let intents: Vec<IntentRef<'_>> = creates
-            .iter()
-            .zip(&conditions)
-            .map(|((side, it, fields), conditions)| {
-                let src = side.other();
-                IntentRef {
-                    side: *side,
-                    entry_id: it.entry_id,
-                    source_id: it.id(src).map_or("", String::as_str),
-                    conditions,
-                    seen_source: it.seen(src),
-                    payload: fields,
-                    key_source: it.key(src).map(String::as_str),
-                    key_target: it.key(*side).map(String::as_str),
-                }
-            })
-            .collect();
-        Some(IntentBatch::new(&intents))
     }
 
     /// Sends a chunk's writes, side by side.
@@ -378,4 +341,45 @@ impl Pass<'_> {
             failed_attempt,
         })
     }
+}
+
+/// The intents of a chunk's creates, serialised (`None`: it creates
+/// nothing).
+fn intent_batch(spec: &SyncSpec, chunk: &[ItemPlan]) -> Option<IntentBatch> {
+    let creates: Vec<(Side, &ItemPlan, &Fields)> = chunk
+        .iter()
+        .flat_map(|it| {
+            [Side::A, Side::B]
+                .into_iter()
+                .filter_map(move |side| match it.write(side) {
+                    Some(PlannedWrite::Create { fields }) => Some((side, it, fields)),
+                    _ => None,
+                })
+        })
+        .collect();
+    if creates.is_empty() {
+        return None;
+    }
+    let conditions: Vec<Vec<(&str, &Value)>> = creates
+        .iter()
+        .map(|(side, _, fields)| intent_conditions(spec, *side, fields))
+        .collect();
+    let intents: Vec<IntentRef<'_>> = creates
+        .iter()
+        .zip(&conditions)
+        .map(|((side, it, fields), conditions)| {
+            let src = side.other();
+            IntentRef {
+                side: *side,
+                entry_id: it.entry_id,
+                source_id: it.id(src).map_or("", String::as_str),
+                conditions,
+                seen_source: it.seen(src),
+                payload: fields,
+                key_source: it.key(src).map(String::as_str),
+                key_target: it.key(*side).map(String::as_str),
+            }
+        })
+        .collect();
+    Some(IntentBatch::new(&intents))
 }

@@ -33,7 +33,7 @@ use crate::{Engine, EngineError, Progress, RunOptions, SyncDef, SyncReport};
 pub(crate) struct Pass<'e> {
     pub engine: &'e Engine,
     pub def: &'e SyncDef,
-    pub spec: SyncSpec,
+    pub spec: Arc<SyncSpec>,
     pub objs: [Arc<dyn Object>; 2],
     pub opts: &'e RunOptions,
     /// The run's row in the history (0 for a dry run).
@@ -133,7 +133,7 @@ impl Engine {
         let mut pass = Pass {
             engine: self,
             def,
-            spec: open.spec,
+            spec: Arc::new(open.spec),
             objs: [open.a, open.b],
             opts,
             run_id,
