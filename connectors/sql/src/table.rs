@@ -1229,6 +1229,8 @@ impl Object for SqlTable {
                         out[*i] = Some(r);
                     }
                 }
+                // The call fails; a part already committed is found by
+                // its intents on the next run, as after a crash.
                 Err(e) if is_connection_error(&e) => {
                     return Err(call_error(&format!("writing {}", self.name), e))
                 }

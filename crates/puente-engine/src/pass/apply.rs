@@ -1,9 +1,10 @@
 //! Step 7: a plan carried out in chunks of the smaller batch size. The
-//! intents of a chunk's creates are committed first, then each side's batch
-//! is written, then one fenced transaction records the chunk: links, seen
+//! intents of a chunk's creates are committed before its batches are
+//! written; then one fenced transaction records the chunk: links, seen
 //! values (a create: the record the target reports; an update: the written
 //! fields as the target holds them), statuses, the change log, conflicts,
-//! and the intents it settles.
+//! and the intents it settles. That transaction and the next chunk's
+//! intents are made while the chunk after it is written.
 
 use std::collections::HashMap;
 
@@ -213,8 +214,9 @@ impl Pass<'_> {
         let mut ops = ops.into_iter().peekable();
         while ops.peek().is_some() {
             let batch: Vec<WriteOp> = ops.by_ref().take(max_batch).collect();
-            // On a task of its own: encoding the batch takes the other core
-            // while this one goes on with the state store's work.
+            // On a task of its own, as the state store's work beside it is
+            // (see `apply_plan`): encoding and decoding the batch may take
+            // either core.
             let obj = self.objs[side_idx(side)].clone();
             let mut task = tokio::spawn(async move { obj.write(batch).await });
             results.extend(joined(&mut task).await.map_err(self.connector_err(side))?);
