@@ -72,12 +72,10 @@ impl Pass<'_> {
         self.report.count_status(&items);
         let total = items.len();
         let mut done = 0;
-        let mut items = items.into_iter().peekable();
+        let mut items = items.into_iter();
         let mut chunks = std::iter::from_fn(move || {
-            items
-                .peek()
-                .is_some()
-                .then(|| items.by_ref().take(chunk_size).collect::<Vec<ItemPlan>>())
+            let chunk: Vec<ItemPlan> = items.by_ref().take(chunk_size).collect();
+            (!chunk.is_empty()).then_some(chunk)
         });
         // The first chunk's intents are recorded alone. From then on, each
         // chunk is written while the state store commits the chunk before
