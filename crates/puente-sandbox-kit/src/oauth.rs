@@ -7,14 +7,16 @@
 //!
 //! Clients authenticate with `client_id`/`client_secret` in the form body or
 //! with HTTP Basic (RFC 6749 §2.3.1). The vendor chooses the paths
-//! ([`OAuthRoutes`]) and the JSON of answers and errors ([`OAuthDialect`]);
-//! [`Rfc6749`] is the plain dialect of the RFC.
+//! ([`OAuthRoutes`]), where else than a form body the token endpoint takes
+//! its parameters ([`ParamSources`]: the query string, a multipart body),
+//! and the JSON of answers and errors ([`OAuthDialect`]); [`Rfc6749`] is the
+//! plain dialect of the RFC.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequest, Multipart, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -518,11 +520,26 @@ pub struct OAuthRoutes {
     pub token: Vec<String>,
     /// `POST`, a form body with `token`: revocation.
     pub revoke: Vec<String>,
+    /// Where else the token and revocation endpoints read parameters.
+    pub params: ParamSources,
+}
+
+/// Where the token and revocation endpoints read their parameters besides
+/// a form body (RFC 6749's one place, and the default): some vendors also
+/// take them in the query string, and some official clients send a
+/// `multipart/form-data` body.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ParamSources {
+    /// The query string too; a body's value wins over the query's.
+    pub query: bool,
+    /// A `multipart/form-data` body's fields, read as a form body's.
+    pub multipart: bool,
 }
 
 struct Endpoint {
     server: Arc<OAuthServer>,
     dialect: Box<dyn OAuthDialect>,
+    sources: ParamSources,
 }
 
 /// The routes of `server`, answered in `dialect`.
@@ -534,6 +551,7 @@ pub fn router(
     let ep = Arc::new(Endpoint {
         server,
         dialect: Box::new(dialect),
+        sources: routes.params,
     });
     let mut r = Router::new();
     for p in &routes.authorize {
@@ -548,6 +566,38 @@ pub fn router(
     r.with_state(ep)
 }
 
+/// A token or revocation request's parameters, from the places the vendor
+/// reads them. A body that cannot be read gives none (the endpoint then
+/// refuses for the first one missing).
+async fn request_params(sources: ParamSources, req: Request) -> Params {
+    let mut out = match (sources.query, req.uri().query()) {
+        (true, Some(q)) => params(q),
+        _ => Params::new(),
+    };
+    let multipart = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if sources.multipart && multipart {
+        if let Ok(mut body) = Multipart::from_request(req, &()).await {
+            while let Ok(Some(field)) = body.next_field().await {
+                let Some(name) = field.name().map(str::to_string) else {
+                    continue;
+                };
+                if let Ok(value) = field.text().await {
+                    out.insert(name, value);
+                }
+            }
+        }
+        return out;
+    }
+    if let Ok(body) = String::from_request(req, &()).await {
+        out.extend(params(&body));
+    }
+    out
+}
+
 async fn authorize(State(ep): State<Arc<Endpoint>>, RawQuery(q): RawQuery) -> Response {
     match ep.server.authorize(&params(q.as_deref().unwrap_or(""))) {
         Ok(to) => match axum::http::HeaderValue::from_str(&to) {
@@ -560,15 +610,20 @@ async fn authorize(State(ep): State<Arc<Endpoint>>, RawQuery(q): RawQuery) -> Re
     }
 }
 
-async fn token(State(ep): State<Arc<Endpoint>>, headers: HeaderMap, body: String) -> Response {
-    match ep.server.token(&params(&body), &headers) {
+async fn token(State(ep): State<Arc<Endpoint>>, req: Request) -> Response {
+    let headers = req.headers().clone();
+    let form = request_params(ep.sources, req).await;
+    match ep.server.token(&form, &headers) {
         Ok(g) => ep.dialect.granted(&g),
         Err(e) => ep.dialect.refused(&e),
     }
 }
 
-async fn revoke(State(ep): State<Arc<Endpoint>>, body: String) -> Response {
-    let token = params(&body).remove("token").unwrap_or_default();
+async fn revoke(State(ep): State<Arc<Endpoint>>, req: Request) -> Response {
+    let token = request_params(ep.sources, req)
+        .await
+        .remove("token")
+        .unwrap_or_default();
     let known = ep.server.revoke(&token);
     ep.dialect.revoked(known)
 }

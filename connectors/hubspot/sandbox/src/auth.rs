@@ -196,6 +196,8 @@ pub fn oauth_router(sb: &Arc<Sandbox>) -> Router {
             authorize: paths(&["/oauth/authorize"]),
             token: paths(&["/oauth/v1/token", "/oauth/v3/token", "/oauth/2026-03/token"]),
             revoke: paths(&["/oauth/v3/token/revoke"]),
+            // HubSpot reads a form body only.
+            ..OAuthRoutes::default()
         },
     )
 }

@@ -328,6 +328,7 @@ async fn kit(rotate: bool) -> Kit {
             authorize: vec!["/oauth/authorize".into()],
             token: vec!["/oauth/token".into()],
             revoke: vec![],
+            ..OAuthRoutes::default()
         },
     );
     Kit {

@@ -15,7 +15,9 @@ use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
     EndpointSet, RedirectUrl, RefreshToken, RequestTokenError, Scope, TokenResponse, TokenUrl,
 };
-use puente_sandbox_kit::oauth::{self, OAuthClient, OAuthRoutes, Rfc6749, TokenCheck};
+use puente_sandbox_kit::oauth::{
+    self, OAuthClient, OAuthRoutes, ParamSources, Rfc6749, TokenCheck,
+};
 use puente_sandbox_kit::{OAuthConfig, OAuthServer, Server};
 
 const REDIRECT: &str = "http://localhost/callback";
@@ -42,6 +44,11 @@ async fn me(State(oauth): State<Arc<OAuthServer>>, headers: HeaderMap) -> Status
 }
 
 async fn setup(rotate: bool) -> Setup {
+    setup_reading(rotate, ParamSources::default()).await
+}
+
+/// A server whose token and revocation endpoints also read `params`.
+async fn setup_reading(rotate: bool, params: ParamSources) -> Setup {
     let mut config = OAuthConfig::new(OAuthClient::new("app-1", "s3cret/+&="));
     config.rotate_refresh_tokens = rotate;
     config.access_ttl = Duration::from_secs(600);
@@ -53,6 +60,7 @@ async fn setup(rotate: bool) -> Setup {
             authorize: vec!["/oauth/authorize".into()],
             token: vec!["/oauth/token".into()],
             revoke: vec!["/oauth/revoke".into()],
+            params,
         },
     )
     .merge(
@@ -282,4 +290,111 @@ async fn a_revoked_token_is_refused() {
         .unwrap_err();
     assert_eq!(refused(e), BasicErrorResponseType::InvalidGrant);
     assert_eq!(revoke("never-issued".into()).await, 200, "RFC 7009");
+}
+
+/// A refresh token issued through the code grant, for the tests below that
+/// send their token requests by hand.
+async fn refresh_token(s: &Setup) -> String {
+    let client = s.client("s3cret/+&=");
+    s.install(&client)
+        .await
+        .refresh_token()
+        .unwrap()
+        .secret()
+        .clone()
+}
+
+fn refresh_fields(rt: &str) -> [(&'static str, String); 4] {
+    [
+        ("client_id", "app-1".to_string()),
+        ("client_secret", "s3cret/+&=".to_string()),
+        ("grant_type", "refresh_token".to_string()),
+        ("refresh_token", rt.to_string()),
+    ]
+}
+
+/// The JSON answer of a token request.
+async fn answer(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_multipart_body_and_the_query_string_are_read_where_the_vendor_reads_them() {
+    let s = setup_reading(
+        false,
+        ParamSources {
+            query: true,
+            multipart: true,
+        },
+    )
+    .await;
+    let rt = refresh_token(&s).await;
+    let url = format!("{}/oauth/token", s.server.url());
+
+    // A multipart/form-data body, as reqwest (and Zoho's Node client) send it.
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in refresh_fields(&rt) {
+        form = form.text(k, v);
+    }
+    let (status, body) = answer(s.http.post(&url).multipart(form)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.me(body["access_token"].as_str().unwrap()).await, 200);
+
+    // Every parameter in the query string, with an empty body.
+    let (status, body) = answer(s.http.post(&url).query(&refresh_fields(&rt))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.me(body["access_token"].as_str().unwrap()).await, 200);
+
+    // Both: the body's value wins over the query's.
+    let (status, body) = answer(
+        s.http
+            .post(&url)
+            .query(&[("refresh_token", "not-this-one")])
+            .form(&refresh_fields(&rt)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A revocation read from a multipart body ends the refresh token.
+    let form = reqwest::multipart::Form::new().text("token", rt.clone());
+    let r = s
+        .http
+        .post(format!("{}/oauth/revoke", s.server.url()))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, body) = answer(s.http.post(&url).form(&refresh_fields(&rt))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test]
+async fn by_default_only_a_form_body_is_read() {
+    let s = setup(false).await;
+    let rt = refresh_token(&s).await;
+    let url = format!("{}/oauth/token", s.server.url());
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in refresh_fields(&rt) {
+        form = form.text(k, v);
+    }
+    // Neither a multipart body nor the query string authenticates a client.
+    let (status, body) = answer(s.http.post(&url).multipart(form)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, body) = answer(s.http.post(&url).query(&refresh_fields(&rt))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    // The same parameters in a form body are granted.
+    let (status, body) = answer(s.http.post(&url).form(&refresh_fields(&rt))).await;
+    assert_eq!(status, 200, "{body}");
 }
