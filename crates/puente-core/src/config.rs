@@ -24,6 +24,8 @@ use crate::{Connector, ConnectorError, TokenCache};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
     pub file: String,
+    /// 1-based; 0 when the problem is the file as a whole (it cannot be
+    /// read, say), which is then named without a line.
     pub line: usize,
     pub message: String,
     pub fix: Option<String>,
@@ -34,7 +36,10 @@ pub struct Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let level = if self.warning { "warning: " } else { "" };
-        write!(f, "{}:{}: {level}{}", self.file, self.line, self.message)?;
+        match self.line {
+            0 => write!(f, "{}: {level}{}", self.file, self.message)?,
+            line => write!(f, "{}:{line}: {level}{}", self.file, self.message)?,
+        }
         if let Some(fix) = &self.fix {
             write!(f, "\n  fix: {fix}")?;
         }

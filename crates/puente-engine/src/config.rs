@@ -490,10 +490,19 @@ pub async fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
 
 fn read(path: &Path) -> Result<String, Vec<Diagnostic>> {
     std::fs::read_to_string(path).map_err(|e| {
+        let message = match e.kind() {
+            std::io::ErrorKind::NotFound => match std::env::current_dir() {
+                Ok(here) if path.is_relative() => {
+                    format!("no such config file (looked in {})", here.display())
+                }
+                _ => "no such config file".to_string(),
+            },
+            _ => format!("cannot read the config: {e}"),
+        };
         vec![Diagnostic {
             file: path.display().to_string(),
             line: 0,
-            message: format!("cannot read the config: {e}"),
+            message,
             fix: Some("create it (see examples/ and docs/config.md) or pass --config FILE".into()),
             warning: false,
         }]

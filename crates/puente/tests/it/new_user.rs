@@ -1,6 +1,6 @@
-//! What a new user meets first: a CSV object that names no file, a file
-//! without its key column, a typo in a key, output piped into `head`, and
-//! logs for a collector.
+//! What a new user meets first: a config file that is not there, a CSV
+//! object that names no file, a file without its key column, a typo in a
+//! key, output piped into `head`, and logs for a collector.
 
 use std::io::Read;
 use std::path::Path;
@@ -42,6 +42,28 @@ fn config(dir: &Path, db: &Db, from: (&str, &str), to: (&str, &str)) {
         ),
     )
     .unwrap();
+}
+
+#[test]
+fn a_config_file_that_is_not_there_is_named_with_where_it_was_looked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path().canonicalize().unwrap();
+    for (args, file) in [
+        (&["validate"][..], "puente.toml"),
+        (&["--config", "nope.toml", "sync"][..], "nope.toml"),
+    ] {
+        let o = puente(dir.path(), args);
+        assert!(!o.status.success(), "{}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains(&format!(
+                "{file}: no such config file (looked in {})",
+                here.display()
+            )),
+            "{t}"
+        );
+        assert!(t.contains("fix: create it"), "{t}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
