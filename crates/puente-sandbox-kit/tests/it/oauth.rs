@@ -313,6 +313,15 @@ fn refresh_fields(rt: &str) -> [(&'static str, String); 4] {
     ]
 }
 
+/// The refresh request's fields as a multipart/form-data body.
+fn multipart(rt: &str) -> reqwest::multipart::Form {
+    refresh_fields(rt)
+        .into_iter()
+        .fold(reqwest::multipart::Form::new(), |form, (k, v)| {
+            form.text(k, v)
+        })
+}
+
 /// The JSON answer of a token request.
 async fn answer(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     let r = r.send().await.unwrap();
@@ -334,11 +343,7 @@ async fn a_multipart_body_and_the_query_string_are_read_where_the_vendor_reads_t
     let url = format!("{}/oauth/token", s.server.url());
 
     // A multipart/form-data body, as reqwest (and Zoho's Node client) send it.
-    let mut form = reqwest::multipart::Form::new();
-    for (k, v) in refresh_fields(&rt) {
-        form = form.text(k, v);
-    }
-    let (status, body) = answer(s.http.post(&url).multipart(form)).await;
+    let (status, body) = answer(s.http.post(&url).multipart(multipart(&rt))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(s.me(body["access_token"].as_str().unwrap()).await, 200);
 
@@ -379,12 +384,8 @@ async fn by_default_only_a_form_body_is_read() {
     let s = setup(false).await;
     let rt = refresh_token(&s).await;
     let url = format!("{}/oauth/token", s.server.url());
-    let mut form = reqwest::multipart::Form::new();
-    for (k, v) in refresh_fields(&rt) {
-        form = form.text(k, v);
-    }
     // Neither a multipart body nor the query string authenticates a client.
-    let (status, body) = answer(s.http.post(&url).multipart(form)).await;
+    let (status, body) = answer(s.http.post(&url).multipart(multipart(&rt))).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("invalid_client"))
