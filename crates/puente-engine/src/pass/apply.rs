@@ -72,11 +72,7 @@ impl Pass<'_> {
         self.report.count_status(&items);
         let total = items.len();
         let mut done = 0;
-        let mut items = items.into_iter();
-        let mut chunks = std::iter::from_fn(move || {
-            let chunk: Vec<ItemPlan> = items.by_ref().take(chunk_size).collect();
-            (!chunk.is_empty()).then_some(chunk)
-        });
+        let mut chunks = owned_chunks(items, chunk_size);
         // The first chunk's intents are recorded alone. From then on, each
         // chunk is written while the state store commits the chunk before
         // it and records the intents of the chunk after it: a create is
@@ -209,9 +205,7 @@ impl Pass<'_> {
         // not sized by get writes, they go in batches it accepts.
         let max_batch = self.obj(side).capabilities().max_batch.max(1);
         let mut results = Vec::with_capacity(ops.len());
-        let mut ops = ops.into_iter().peekable();
-        while ops.peek().is_some() {
-            let batch: Vec<WriteOp> = ops.by_ref().take(max_batch).collect();
+        for batch in owned_chunks(ops, max_batch) {
             // On a task of its own, as the state store's work beside it is
             // (see `apply_plan`): encoding and decoding the batch may take
             // either core.
@@ -341,6 +335,16 @@ impl Pass<'_> {
             failed_attempt,
         })
     }
+}
+
+/// `items` in owned chunks of `size` (the last one shorter), for work that
+/// moves each chunk on (to a task, into a commit).
+fn owned_chunks<T>(items: Vec<T>, size: usize) -> impl Iterator<Item = Vec<T>> {
+    let mut items = items.into_iter();
+    std::iter::from_fn(move || {
+        let chunk: Vec<T> = items.by_ref().take(size).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    })
 }
 
 /// The intents of a chunk's creates, serialised (`None`: it creates
